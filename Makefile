@@ -1,0 +1,44 @@
+# wildscreen: `make serve` and `make test` are all a newcomer needs; `make help` lists the rest.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SHARED ?= ../shared
+HOST ?= 127.0.0.1
+PORT ?= 50051
+ARGS ?=
+
+export YOLO_OFFLINE := 1
+export WILDSCREEN_SHARED := $(abspath $(SHARED))
+
+.DEFAULT_GOAL := help
+.PHONY: help venv serve test proto bench dataset train-default lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install wildscreen with its dev tools
+
+serve: $(STAMP) ## serve the current model in weights/ on $(HOST):$(PORT) (ARGS="--device cuda ..." for more)
+	$(VENV)/bin/wildscreen-serve --host $(HOST) --port $(PORT) --log-format text $(ARGS)
+
+test: $(STAMP) ## run the whole test suite
+	$(PY) -m pytest $(ARGS)
+
+proto: $(STAMP) ## regenerate the Python stubs in wildscreen/v1 from proto/
+	$(PY) -m grpc_tools.protoc -I proto --python_out=. --pyi_out=. --grpc_python_out=. proto/wildscreen/v1/screening.proto
+
+bench: $(STAMP) ## benchmark naive vs engine vs server; prints a table, writes bench/results.json
+	$(PY) -m bench $(ARGS)
+
+dataset: $(STAMP) ## build the default training set from $(SHARED) into data/default
+	$(PY) -m training build-default --shared $(SHARED) --out data/default $(ARGS)
+
+clean: ## remove the venv and generated outputs (not weights/)
+	rm -rf $(VENV) runs reports .pytest_cache

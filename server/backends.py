@@ -1,0 +1,91 @@
+"""Model backends: a uint8 batch of letterboxed images in, the raw detection head output out.
+
+    batch (B, S, S, 3) uint8 BGR  ->  forward()  ->  (B, 4 + classes, anchors) float tensor
+
+Both backends do the same normalisation (BGR->RGB, /255, NCHW) as vectorised tensor or array
+ops, so NMS and everything after it is shared. The torch backend is the reference; ONNX Runtime
+is used on CPU when `weights/` holds an export that agreed with it and it is faster here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from server.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(requested: str) -> torch.device:
+    """"auto" -> the first CUDA device when there is one, else the CPU."""
+    if requested == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {requested!r} asked for, but PyTorch sees no CUDA device")
+    return device
+
+
+class Backend(Protocol):
+    name: str
+    device: torch.device
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, S, S, 3) uint8 BGR on the CPU -> raw predictions, on `device`."""
+        ...
+
+
+class TorchBackend:
+    """The Ultralytics model in PyTorch; FP16 on CUDA."""
+
+    def __init__(self, weights: Path, device: torch.device) -> None:
+        from ultralytics.nn.tasks import load_checkpoint  # heavy import, only when a model is loaded
+
+        try:
+            model, _ = load_checkpoint(str(weights), device=device, fuse=True)
+        except Exception as exc:
+            raise ModelError(f"cannot load {weights.name} as an Ultralytics model: {exc}") from exc
+        self.half = device.type == "cuda"
+        self.model = (model.half() if self.half else model.float()).eval()
+        self.device = device
+        self.name = "torch-fp16" if self.half else "torch"
+        self.names: dict[int, str] = dict(model.names)
+
+    @torch.inference_mode()
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        x = batch.permute(0, 3, 1, 2).flip(1)  # NHWC BGR -> NCHW RGB
+        x = x.half() if self.half else x.float()
+        x = x.mul_(1.0 / 255.0)
+        out = self.model(x)
+        return out[0] if isinstance(out, (list, tuple)) else out
+
+
+class OnnxBackend:
+    """ONNX Runtime on the CPU, for a model exported by `training export`."""
+
+    def __init__(self, weights: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(weights), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelError(f"cannot load {weights.name} in ONNX Runtime: {exc}") from exc
+        self.input_name = self.session.get_inputs()[0].name
+        self.device = torch.device("cpu")
+        self.name = "onnxruntime"
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        x = batch.permute(0, 3, 1, 2).flip(1).float().mul_(1.0 / 255.0).contiguous()
+        (out,) = self.session.run(None, {self.input_name: x.numpy()})[:1]
+        return torch.from_numpy(np.asarray(out))

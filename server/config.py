@@ -1,0 +1,139 @@
+"""Server configuration: one dataclass, filled from command-line flags and WILDSCREEN_* variables.
+
+Precedence: flag > environment variable > default. Every field is a flag (`--max-batch-size`)
+and a variable (`WILDSCREEN_MAX_BATCH_SIZE`); units are in the names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_PREFIX = "WILDSCREEN_"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def _doc(text: str, **kwargs: typing.Any) -> typing.Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = _doc("address to listen on; anything but loopback needs TLS keys or --insecure", default="127.0.0.1")
+    port: int = _doc("port to listen on (0 picks a free one)", default=50051)
+    weights_dir: Path = _doc("folder with the model files and manifest.json", default=Path("weights"))
+    model_version: str = _doc("version to serve; empty = the one manifest.json marks current", default="")
+    device: str = _doc("auto (CUDA when available, else CPU), cpu, cuda or cuda:N", default="auto")
+    backend: str = _doc("auto, torch or onnx; auto picks ONNX Runtime on CPU when it is exported and faster", default="auto")
+    max_batch_size: int = _doc("most images in one forward pass", default=8)
+    max_batch_delay_ms: float = _doc("longest wait for a batch to fill once its first image is ready", default=2.0)
+    max_queue_size: int = _doc("images waiting for the model before new ones get RESOURCE_EXHAUSTED", default=64)
+    max_request_bytes: int = _doc("largest encoded image accepted", default=20 * 1024 * 1024)
+    max_image_pixels: int = _doc("largest width x height accepted, checked from the header before decoding", default=50_000_000)
+    decode_workers: int = _doc("threads decoding images; 0 = one per CPU core", default=0)
+    torch_threads: int = _doc("threads PyTorch uses on CPU; 0 = one per CPU core", default=0)
+    default_max_detections: int = _doc("detections listed when a request leaves max_detections at 0", default=100)
+    max_stream_in_flight: int = _doc("images of one ScreenStream being screened at once", default=32)
+    tls_cert: Path | None = _doc("PEM certificate chain; with --tls-key turns TLS on", default=None)
+    tls_key: Path | None = _doc("PEM private key of --tls-cert", default=None)
+    tls_client_ca: Path | None = _doc("PEM CA bundle; when set, clients must present a certificate it signed (mTLS)", default=None)
+    insecure: bool = _doc("allow plaintext on a non-loopback address", default=False)
+    api_keys_file: Path | None = _doc("file of hashed API keys (`wildscreen keys add`); unset = no key needed", default=None)
+    metrics_port: int = _doc("port of the Prometheus /metrics endpoint on the same host; 0 = off", default=0)
+    grace_period_s: float = _doc("on SIGTERM, how long requests in flight get to finish", default=10.0)
+    log_format: str = _doc("json or text", default="json")
+    log_level: str = _doc("DEBUG, INFO, WARNING or ERROR", default="INFO")
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0 <= self.port <= 65535:
+            problems.append(f"port {self.port} is not in 0..65535")
+        if self.max_batch_size < 1:
+            problems.append("max_batch_size must be at least 1")
+        if self.max_batch_delay_ms < 0:
+            problems.append("max_batch_delay_ms must not be negative")
+        if self.max_queue_size < self.max_batch_size:
+            problems.append("max_queue_size must be at least max_batch_size")
+        if self.backend not in ("auto", "torch", "onnx"):
+            problems.append(f"backend {self.backend!r} is not auto, torch or onnx")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            problems.append(f"device {self.device!r} is not auto, cpu, cuda or cuda:N")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            problems.append("--tls-cert and --tls-key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            problems.append("--tls-client-ca needs --tls-cert and --tls-key")
+        if self.log_format not in ("json", "text"):
+            problems.append(f"log_format {self.log_format!r} is not json or text")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return f"{host}:{self.port}"
+
+    def refusal(self) -> str | None:
+        """Why this configuration must not start, or None: plaintext off loopback needs --insecure."""
+        if self.host not in LOOPBACK_HOSTS and not self.tls and not self.insecure:
+            return (
+                f"refusing to serve plaintext on {self.host}: give --tls-cert and --tls-key, "
+                "or --insecure if a trusted proxy terminates TLS"
+            )
+        return None
+
+    @classmethod
+    def from_args(cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> ServerConfig:
+        parser = build_parser(environ if environ is not None else os.environ)
+        return cls(**vars(parser.parse_args(argv)))
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{text!r} is not a boolean")
+
+
+def _converter(annotation: typing.Any) -> typing.Callable[[str], typing.Any]:
+    if annotation is bool:
+        return _parse_bool
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    base = args[0] if args else annotation
+    return base
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    """One flag per field, its default taken from WILDSCREEN_<FIELD> when that is set."""
+    parser = argparse.ArgumentParser(
+        prog="wildscreen-serve",
+        description="Serve the wildscreen detector over gRPC.",
+        epilog=f"Every flag can also be set as {ENV_PREFIX}<FLAG_NAME>, e.g. {ENV_PREFIX}PORT=50052.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    hints = typing.get_type_hints(ServerConfig)
+    for f in dataclasses.fields(ServerConfig):
+        convert = _converter(hints[f.name])
+        env_name = ENV_PREFIX + f.name.upper()
+        default = f.default
+        if env_name in environ:
+            try:
+                default = convert(environ[env_name])
+            except ValueError as exc:
+                parser.error(f"{env_name}: {exc}")
+        flag = "--" + f.name.replace("_", "-")
+        if hints[f.name] is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=f.metadata["help"])
+        else:
+            parser.add_argument(flag, type=convert, default=default, help=f.metadata["help"])
+    return parser

@@ -1,0 +1,59 @@
+"""`wildscreen-serve` (and `python -m server`): serve the model in weights/ over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from server.config import ServerConfig
+from server.logs import configure
+
+log = logging.getLogger("server")
+
+
+async def serve(config: ServerConfig) -> None:
+    import torch
+
+    from server.app import WildscreenServer
+
+    torch.set_num_threads(config.torch_threads or os.cpu_count() or 1)
+    server = WildscreenServer(config)
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    loop.add_signal_handler(signal.SIGINT, stopping.set)
+
+    def reload() -> None:
+        async def run() -> None:
+            try:
+                await server.screener.load(None)
+            except Exception:
+                log.exception("reload on SIGHUP failed; the old model keeps serving")
+
+        loop.create_task(run())
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    await server.start()
+    print(f"wildscreen serving {server.screener.runtime.manifest.version} on {config.host}:{server.port}", flush=True)
+    await stopping.wait()
+    log.info("shutting down", extra={"fields": {"grace_period_s": config.grace_period_s}})
+    await server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = ServerConfig.from_args(argv)
+    configure(config.log_format, config.log_level)
+    refusal = config.refusal()
+    if refusal:
+        print(f"wildscreen-serve: {refusal}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

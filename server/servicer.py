@@ -1,0 +1,171 @@
+"""gRPC servicer: protos in, `Screener` calls, protos out. No model, queue or image code here.
+
+Errors are translated in one place, `_status_of`: our own errors carry their status code and a
+message written for the caller; anything else is logged and answered INTERNAL, without internals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from server.errors import to_status
+from server.manifest import ModelManifest
+from server.policy import ClassPolicy
+from server.screening import ScreenJob, ScreenResult, Screener
+from server.taxonomy import NAMES
+from wildscreen.v1 import screening_pb2 as pb
+from wildscreen.v1 import screening_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+_OVERLAY = {pb.OVERLAY_FORMAT_NONE: "", pb.OVERLAY_FORMAT_JPEG: "jpeg", pb.OVERLAY_FORMAT_PNG: "png"}
+
+
+def _status_of(error: BaseException, request_id: str) -> tuple[grpc.StatusCode, str]:
+    code, message = to_status(error)
+    if code == grpc.StatusCode.INTERNAL:
+        log.error("request failed", exc_info=error, extra={"fields": {"request_id": request_id}})
+    return code, message
+
+
+def job_from_proto(request: pb.ScreenRequest) -> ScreenJob:
+    return ScreenJob(
+        request_id=request.request_id,
+        image=request.image,
+        min_confidence=request.min_confidence,
+        classes=tuple(request.classes),
+        overlay=_OVERLAY.get(request.overlay, "?"),
+        max_detections=request.max_detections,
+    )
+
+
+def model_ref(manifest: ModelManifest) -> pb.ModelRef:
+    return pb.ModelRef(name=manifest.name, version=manifest.version, sha256=manifest.sha256)
+
+
+def class_info(policy: ClassPolicy) -> pb.ClassInfo:
+    info = pb.ClassInfo(id=policy.id, label=policy.label, review_threshold=policy.review_threshold)
+    if policy.flag_threshold is not None:
+        info.flag_threshold = policy.flag_threshold
+    return info
+
+
+def response_from_result(result: ScreenResult) -> pb.ScreenResponse:
+    d = result.detections
+    w, h = result.width, result.height
+    detections = [
+        pb.Detection(
+            label=NAMES[int(c)],
+            class_id=int(c),
+            confidence=float(s),
+            box=pb.Box(x_min=float(x1), y_min=float(y1), x_max=float(x2), y_max=float(y2)),
+            box_normalized=pb.Box(x_min=float(x1) / w, y_min=float(y1) / h, x_max=float(x2) / w, y_max=float(y2) / h),
+            verdict=int(v),
+        )
+        for (x1, y1, x2, y2), s, c, v in zip(d.xyxy, d.confidence, d.class_id, result.detection_verdicts)
+    ]
+    t = result.timing
+    return pb.ScreenResponse(
+        request_id=result.request_id,
+        verdict=int(result.verdict),
+        detections=detections,
+        image_width=w,
+        image_height=h,
+        model=model_ref(result.model),
+        timing=pb.Timing(
+            decode_ms=t.decode_ms, queue_ms=t.queue_ms, inference_ms=t.inference_ms, total_ms=t.total_ms,
+            batch_size=result.batch_size,
+        ),
+        overlay=result.overlay,
+        thresholds=[class_info(p) for p in result.thresholds],
+        min_confidence=result.min_confidence,
+    )
+
+
+def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+class ScreeningServicer(pb_grpc.ScreeningServicer):
+    def __init__(self, screener: Screener, max_stream_in_flight: int) -> None:
+        self.screener = screener
+        self.max_stream_in_flight = max_stream_in_flight
+
+    async def Screen(self, request: pb.ScreenRequest, context: grpc.aio.ServicerContext) -> pb.ScreenResponse:
+        try:
+            result = await self.screener.screen(job_from_proto(request), deadline_of(context))
+        except Exception as exc:
+            await context.abort(*_status_of(exc, request.request_id))
+        return response_from_result(result)
+
+    async def _screen_for_stream(self, request: pb.ScreenRequest, deadline: float | None) -> pb.ScreenResponse:
+        try:
+            return response_from_result(await self.screener.screen(job_from_proto(request), deadline))
+        except Exception as exc:
+            code, message = _status_of(exc, request.request_id)
+            return pb.ScreenResponse(request_id=request.request_id, error=pb.Error(code=code.value[0], message=message))
+
+    async def ScreenStream(
+        self, request_iterator: AsyncIterator[pb.ScreenRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ScreenResponse]:
+        """Screen requests as they arrive (so that they batch with everyone else's), answer in order."""
+        deadline = deadline_of(context)
+        window = asyncio.Semaphore(self.max_stream_in_flight)
+        in_order: asyncio.Queue[asyncio.Task[pb.ScreenResponse] | None] = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await window.acquire()
+                    await in_order.put(asyncio.ensure_future(self._screen_for_stream(request, deadline)))
+            finally:
+                await in_order.put(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (task := await in_order.get()) is not None:
+                response = await task
+                window.release()
+                yield response
+            await reader  # re-raise a broken request stream
+        finally:
+            reader.cancel()
+            while not in_order.empty():
+                pending = in_order.get_nowait()
+                if pending is not None:
+                    pending.cancel()
+
+    async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
+        try:
+            return self.model_info()
+        except Exception as exc:
+            await context.abort(*_status_of(exc, ""))
+
+    async def ReloadModel(self, request: pb.ReloadModelRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
+        try:
+            await self.screener.load(request.version or None)
+            return self.model_info()
+        except Exception as exc:
+            await context.abort(*_status_of(exc, ""))
+
+    def model_info(self) -> pb.ModelInfo:
+        runtime = self.screener.runtime
+        manifest = runtime.manifest
+        config = self.screener.config
+        return pb.ModelInfo(
+            model=model_ref(manifest),
+            classes=[class_info(p) for p in manifest.classes],
+            input_size=manifest.input_size,
+            device=runtime.engine.device,
+            backend=runtime.engine.backend.name,
+            max_batch_size=config.max_batch_size,
+            trained=manifest.trained,
+            default_min_confidence=manifest.default_min_confidence,
+            max_batch_delay_ms=config.max_batch_delay_ms,
+        )

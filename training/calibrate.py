@@ -1,0 +1,92 @@
+"""Per-class threshold calibration from image-level scores.
+
+For each class, an image's score is the highest confidence of that class's detections in it (0 when
+there is none), the way the server's verdict sees it. Positives are the images that contain the
+class.
+
+- review threshold: the highest confidence at which recall still reaches the target (default 0.90):
+  as few reviews as possible while missing at most 10% of the class;
+- flag threshold: the lowest confidence at which precision reaches the target (default 0.90), with at
+  least `min_flag_support` true positives above it. If no confidence gets there, the class never
+  flags: REVIEW is its strongest verdict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FALLBACK_REVIEW_THRESHOLD = 0.25
+MIN_POSITIVES = 5
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    threshold: float
+    precision: float
+    recall: float
+    predicted: int
+    true_positives: int
+
+
+@dataclass(frozen=True)
+class Calibration:
+    review: OperatingPoint
+    flag: OperatingPoint | None
+    positives: int
+    note: str = ""
+
+    @property
+    def review_threshold(self) -> float:
+        return self.review.threshold
+
+    @property
+    def flag_threshold(self) -> float | None:
+        return None if self.flag is None else self.flag.threshold
+
+
+def operating_point(scores: np.ndarray, positives: np.ndarray, threshold: float) -> OperatingPoint:
+    predicted = scores >= threshold
+    tp = int(np.sum(predicted & positives))
+    n_pred = int(np.sum(predicted))
+    n_pos = int(np.sum(positives))
+    return OperatingPoint(
+        threshold=float(threshold),
+        precision=tp / n_pred if n_pred else 1.0,
+        recall=tp / n_pos if n_pos else 0.0,
+        predicted=n_pred,
+        true_positives=tp,
+    )
+
+
+def calibrate_class(
+    scores: np.ndarray,
+    positives: np.ndarray,
+    target_precision: float = 0.90,
+    target_recall: float = 0.90,
+    floor: float = 0.01,
+    min_flag_support: int = 5,
+) -> Calibration:
+    scores = np.asarray(scores, dtype=np.float64)
+    positives = np.asarray(positives, dtype=bool)
+    n_pos = int(positives.sum())
+    if n_pos < MIN_POSITIVES:
+        review = operating_point(scores, positives, FALLBACK_REVIEW_THRESHOLD)
+        return Calibration(review, None, n_pos, f"only {n_pos} positive images: not calibrated, never flags")
+    candidates = np.unique(np.concatenate([scores[scores >= floor], [floor]]))[::-1]  # high to low
+    points = [operating_point(scores, positives, t) for t in candidates]
+    reaching = [p for p in points if p.recall >= target_recall]
+    note = ""
+    if reaching:
+        review = reaching[0]  # the highest threshold that reaches the target recall
+    else:
+        review = max(points, key=lambda p: (p.recall, p.threshold))
+        note = f"target recall {target_recall:.2f} not reached (best {review.recall:.2f} at {review.threshold:.3f}); "
+    precise = [p for p in points if p.precision >= target_precision and p.true_positives >= min_flag_support]
+    flag = min(precise, key=lambda p: p.threshold) if precise else None
+    if flag is None:
+        note += f"precision {target_precision:.2f} not reached with {min_flag_support}+ true positives: never flags"
+    elif flag.threshold < review.threshold:
+        flag = review  # a flag must never be easier to reach than a review
+    return Calibration(review, flag, n_pos, note.strip().rstrip(";"))

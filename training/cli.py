@@ -1,0 +1,291 @@
+"""`python -m training` / `wildscreen-train`: from labelled folders to served weights.
+
+    import     bring a YOLO / COCO / VOC export or a folder of negatives into a dataset
+    check      find broken images and labels, duplicates and train/test leakage (--fix quarantines)
+    split      group-aware, class-stratified train/val/test split
+    train      fine-tune from a local checkpoint or train from a yaml (CPU or CUDA)
+    evaluate   detection and image-level metrics, calibrated thresholds, model card
+    export     ONNX (and TensorRT on CUDA), checked against the .pt
+    promote    copy a run into weights/ as a new version; the server serves the current one
+    placeholder  an untrained model of the real architecture, for a service with no training yet
+    autolabel  propose boxes for images labelled per image (folders of one class)
+    build-default  build the default dataset from ../shared
+
+Each prints a summary at the end and exits non-zero on failure. See README "Retraining".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _parse_value(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"training: expected key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key] = _parse_value(value)
+    return out
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from training.importers import import_source
+    from training.layout import Dataset
+    from training.mapping import ClassMapping, MappingError
+
+    try:
+        summary = import_source(
+            args.format, args.src, Dataset(args.dataset), args.source or args.src.name, ClassMapping.load(args.mapping),
+            group=args.group, images_dir=args.images, link=args.link,
+        )
+    except MappingError as exc:
+        print(f"training import: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(summary.lines()))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from training.check import check_dataset, fix
+    from training.layout import Dataset
+
+    dataset = Dataset(args.dataset)
+    report = check_dataset(dataset, args.max_distance)
+    for f in report.findings[: args.show] if args.show else report.findings:
+        related = f" (with {', '.join(f.related)})" if f.related else ""
+        print(f"{f.severity.upper():7} {f.kind:17} {f.path}: {f.message}{related}")
+    print(f"\nchecked {report.images} images, {report.labels} label files")
+    for key, n in report.counts().items():
+        print(f"  {key}: {n}")
+    if args.json:
+        Path(args.json).write_text(json.dumps([f.__dict__ for f in report.findings], indent=2))
+    if args.fix:
+        moved = fix(dataset, report)
+        print(f"moved {len(moved)} files to {dataset.root / 'quarantine'}")
+        return 0
+    return 1 if report.errors else 0
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    from training.layout import Dataset
+    from training.split import split_dataset
+
+    summary = split_dataset(
+        Dataset(args.dataset), tuple(args.fractions), args.seed, args.max_distance, tuple(args.holdout_source or ())
+    )
+    print("\n".join(summary.lines()))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.train import TrainOptions, train
+
+    options = TrainOptions(
+        data=args.data, model=args.model, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, device=args.device,
+        workers=args.workers, freeze=args.freeze, patience=args.patience, project=args.project, name=args.name,
+        resume=args.resume, seed=args.seed, overrides=_overrides(args.overrides),
+    )
+    run_dir = train(options)
+    print(f"run: {run_dir}\nbest weights: {run_dir / 'weights' / 'best.pt'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import EvaluationOptions, evaluate
+
+    out = args.out or Path(args.model).resolve().parent.parent / "evaluation"
+    result = evaluate(EvaluationOptions(
+        model=args.model, data=args.data, out=out, split=args.split, calibration_split=args.calibration_split,
+        target_precision=args.target_precision, target_recall=args.target_recall, device=args.device,
+        card_notes=args.card_notes,
+    ))
+    print(f"{'class':<16} {'AP50':>6} {'AP50-95':>8} {'review':>7} {'flag':>6}  test P/R at review")
+    for label, t in result["thresholds"].items():
+        d = result["metrics"]["detection"].get(label, {})
+        r = t[args.split]["review"]
+        flag = "never" if t["flag_threshold"] is None else f"{t['flag_threshold']:.3f}"
+        print(f"{label:<16} {d.get('ap50', float('nan')):>6.3f} {d.get('ap50_95', float('nan')):>8.3f} "
+              f"{t['review_threshold']:>7.3f} {flag:>6}  {r['precision']:.2f}/{r['recall']:.2f}")
+    clean = result["metrics"]["image_level"][args.split]["clean"]
+    print(f"clean images: {clean['images']}, flagged {clean['flag_rate']:.1%}, reviewed {clean['review_rate']:.1%}")
+    print(f"wrote {out / 'metrics.json'} and {out / 'model_card.md'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from training.export import export
+    from training.layout import IMAGE_SUFFIXES
+
+    samples = sorted(p for p in Path(args.samples).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[: args.max_samples]
+    if not samples:
+        print(f"training export: no sample images under {args.samples}", file=sys.stderr)
+        return 2
+    record = export(args.model, samples, tensorrt=args.tensorrt)
+    a = record["onnx"]["agreement"]
+    print(f"onnx: {record['onnx']['file']}\n  {a['matched']}/{a['reference_detections']} detections matched on "
+          f"{a['images']} images (min IoU {a['min_iou']:.3f}, max confidence difference {a['max_confidence_difference']:.4f})"
+          f": {'agrees' if a['agrees'] else 'DOES NOT AGREE'}")
+    if "tensorrt" in record:
+        print(f"tensorrt: {record['tensorrt']}")
+    return 0 if a["agrees"] else 1
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from training.export import AGREEMENT_FILE
+    from training.promote import load_evaluation, promote
+    from training.train import read_run_record
+
+    run = Path(args.run)
+    model = args.model or run / "weights" / "best.pt"
+    evaluation_dir = run / "evaluation"
+    evaluation = load_evaluation(evaluation_dir / "metrics.json") if (evaluation_dir / "metrics.json").exists() else None
+    if evaluation is None and not args.uncalibrated:
+        print(f"training promote: {evaluation_dir / 'metrics.json'} is missing; run `training evaluate` first "
+              "(or --uncalibrated for a model without calibrated thresholds)", file=sys.stderr)
+        return 2
+    onnx, agreement = None, None
+    export_record = run / "weights" / AGREEMENT_FILE
+    if export_record.exists():
+        record = json.loads(export_record.read_text())["onnx"]
+        onnx, agreement = Path(record["file"]), record["agreement"]
+    run_record = read_run_record(run)
+    base = run_record.get("base", {})
+    manifest = promote(
+        model, args.weights, version=args.version, name=args.name, evaluation=evaluation,
+        card=evaluation_dir / "model_card.md" if (evaluation_dir / "model_card.md").exists() else None,
+        onnx=onnx, onnx_agreement=agreement, data=(evaluation or {}).get("data", run_record.get("data", {})),
+        training=run_record, parent=f"{base.get('model')} sha256:{base.get('sha256')}" if base else None,
+        notes=args.notes or "", make_current=not args.no_current,
+    )
+    print(f"promoted {model} as {manifest.version} into {args.weights} (sha256 {manifest.sha256[:12]}...)"
+          + ("" if args.no_current else "; it is now current"))
+    return 0
+
+
+def cmd_placeholder(args: argparse.Namespace) -> int:
+    from training.modelfile import build_untrained
+    from training.promote import promote
+
+    model = build_untrained(args.out, args.architecture, args.imgsz)
+    manifest = promote(model, args.weights, version=args.version, trained=False, card=args.card,
+                       notes="UNTRAINED placeholder: random weights, its detections mean nothing. Train and promote a model.")
+    print(f"placeholder {manifest.version} ({args.architecture}, {args.imgsz} px, untrained) written to {args.weights}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wildscreen-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    defaults = argparse.ArgumentDefaultsHelpFormatter
+
+    p = sub.add_parser("import", help="import a labelled export or a folder of negatives", formatter_class=defaults)
+    p.add_argument("format", choices=["yolo", "coco", "voc", "negatives"])
+    p.add_argument("src", type=Path, help="YOLO folder, COCO json, VOC folder, or folder of negatives")
+    p.add_argument("--dataset", type=Path, required=True, help="our dataset folder (created if missing)")
+    p.add_argument("--source", help="name of this source inside the dataset (default: the folder name)")
+    p.add_argument("--mapping", type=Path, help="YAML 'source class: taxonomy label|background'")
+    p.add_argument("--images", type=Path, help="COCO: folder of the images (default: images/ beside the json)")
+    p.add_argument("--group", default="file", help="file | folder | regex:PATTERN | csv:PATH; a group never straddles splits")
+    p.add_argument("--link", action="store_true", help="symlink images instead of copying them")
+    p.set_defaults(run=cmd_import)
+
+    p = sub.add_parser("check", help="find broken images and labels, duplicates and leakage", formatter_class=defaults)
+    p.add_argument("dataset", type=Path)
+    p.add_argument("--fix", action="store_true", help="move offending files to quarantine/ (never deletes)")
+    p.add_argument("--max-distance", type=int, default=6, help="pHash Hamming distance for near duplicates")
+    p.add_argument("--json", type=Path, help="also write the findings as JSON")
+    p.add_argument("--show", type=int, default=0, help="print only the first N findings (0 = all)")
+    p.set_defaults(run=cmd_check)
+
+    p = sub.add_parser("split", help="group-aware, stratified train/val/test split", formatter_class=defaults)
+    p.add_argument("dataset", type=Path)
+    p.add_argument("--fractions", type=float, nargs=3, default=[0.7, 0.15, 0.15], metavar=("TRAIN", "VAL", "TEST"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-distance", type=int, default=6)
+    p.add_argument("--holdout-source", action="append", help="keep this whole source out of train/val/test (repeatable)")
+    p.set_defaults(run=cmd_split)
+
+    p = sub.add_parser("train", help="train or fine-tune (key=value passes more Ultralytics arguments)", formatter_class=defaults)
+    p.add_argument("--data", type=Path, required=True, help="the dataset's data.yaml")
+    p.add_argument("--model", default="yolov5n.yaml", help="local .pt to fine-tune (e.g. weights/v1.pt) or a yaml")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--imgsz", type=int, default=416)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--device", default="auto", help="auto, cpu, 0, 0,1")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--freeze", type=int, default=None, help="freeze the first N layers")
+    p.add_argument("--patience", type=int, default=20)
+    p.add_argument("--project", type=Path, default=Path("runs"))
+    p.add_argument("--name", default="train")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="resume runs/<name>/weights/last.pt")
+    p.add_argument("overrides", nargs="*", help="Ultralytics arguments, e.g. mosaic=0.5 lr0=0.005")
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics, calibrated thresholds and a model card", formatter_class=defaults)
+    p.add_argument("--model", type=Path, required=True, help="e.g. runs/train/weights/best.pt")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, help="default: <run>/evaluation")
+    p.add_argument("--split", default="test")
+    p.add_argument("--calibration-split", default="val")
+    p.add_argument("--target-precision", type=float, default=0.90)
+    p.add_argument("--target-recall", type=float, default=0.90)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--card-notes", type=Path, help="markdown placed first in the card: data and limitations")
+    p.set_defaults(run=cmd_evaluate)
+
+    p = sub.add_parser("export", help="ONNX (and TensorRT on CUDA), checked against the .pt", formatter_class=defaults)
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--samples", type=Path, required=True, help="folder of sample images for the agreement check")
+    p.add_argument("--max-samples", type=int, default=32)
+    p.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine (CUDA machines)")
+    p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser("promote", help="copy a run into weights/ as a new version", formatter_class=defaults)
+    p.add_argument("run", type=Path, help="the run folder (runs/<name>)")
+    p.add_argument("--weights", type=Path, default=Path("weights"))
+    p.add_argument("--model", type=Path, help="default: <run>/weights/best.pt")
+    p.add_argument("--version", help="default: the next vN")
+    p.add_argument("--name", default="wildscreen")
+    p.add_argument("--notes", help="free text for the manifest")
+    p.add_argument("--no-current", action="store_true", help="add the version without making it current")
+    p.add_argument("--uncalibrated", action="store_true", help="allow promoting without an evaluation")
+    p.set_defaults(run=cmd_promote)
+
+    p = sub.add_parser("placeholder", help="write an untrained model into weights/", formatter_class=defaults)
+    p.add_argument("--weights", type=Path, default=Path("weights"))
+    p.add_argument("--out", type=Path, default=Path("runs/placeholder/untrained.pt"))
+    p.add_argument("--architecture", default="yolov5n.yaml")
+    p.add_argument("--imgsz", type=int, default=416)
+    p.add_argument("--version", default="v0")
+    p.add_argument("--card", type=Path, help="markdown model card to ship with it")
+    p.set_defaults(run=cmd_placeholder)
+
+    from training import autolabel, build_default
+
+    autolabel.add_parser(sub)
+    build_default.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""`training evaluate`: how good is a model, in the terms a platform and a reviewer care about.
+
+1. Detection metrics on the test split (Ultralytics' validator): per-class precision, recall,
+   AP50, AP50-95, with its confusion matrix and PR curves as PNGs.
+2. Image-level scores through our own serving engine (same decode, letterbox and NMS as the
+   server): per image and class, the highest confidence.
+3. Thresholds calibrated on the val split (`calibrate`), then measured on the test split, which
+   the calibration never saw: per class, how many images containing it are flagged or sent to
+   review; of the clean images, how many are falsely flagged or reviewed; the same per source, so
+   look-alike negatives and held-out sources show up by name.
+Writes metrics.json, plots, and the model card into the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from server.policy import ClassPolicy, Verdict
+from server.taxonomy import LABELS, TAXONOMY
+from training.calibrate import Calibration, calibrate_class, operating_point
+from training.layout import Dataset, read_labels
+from training.modelfile import candidate_engine, checkpoint_facts
+
+SCORE_FLOOR = 0.01
+
+
+@dataclass
+class EvaluationOptions:
+    model: Path
+    data: Path
+    out: Path
+    split: str = "test"
+    calibration_split: str = "val"
+    target_precision: float = 0.90
+    target_recall: float = 0.90
+    device: str = "auto"
+    batch: int = 8
+    card_notes: Path | None = None
+
+
+@dataclass(frozen=True)
+class ScoredImages:
+    paths: list[Path]
+    scores: np.ndarray
+    """(N, classes) highest confidence per class, 0 where none."""
+    truth: np.ndarray
+    """(N, classes) bool: the labels contain the class."""
+    sources: list[str]
+
+
+def score_split(engine, dataset: Dataset, images: list[Path], batch: int, desc: str) -> ScoredImages:
+    meta = dataset.read_meta()
+    scores = np.zeros((len(images), len(TAXONOMY)), dtype=np.float32)
+    truth = np.zeros((len(images), len(TAXONOMY)), dtype=bool)
+    for i, image in enumerate(images):
+        for box in read_labels(dataset.label_path(image)):
+            if 0 <= box.class_id < len(TAXONOMY):
+                truth[i, box.class_id] = True
+    for start in tqdm(range(0, len(images), batch), desc=desc, unit="batch"):
+        chunk = images[start : start + batch]
+        prepared = [engine.decode_and_prepare(p.read_bytes())[1] for p in chunk]
+        for j, detections in enumerate(engine.run(prepared, SCORE_FLOOR)):
+            for c, s in zip(detections.class_id, detections.confidence):
+                scores[start + j, c] = max(scores[start + j, c], s)
+    sources = [meta[r].source if (r := dataset.relative(p)) in meta else "unknown" for p in images]
+    return ScoredImages(images, scores, truth, sources)
+
+
+def verdicts(scores: np.ndarray, policies: tuple[ClassPolicy, ...]) -> np.ndarray:
+    out = np.full(len(scores), int(Verdict.CLEAR))
+    for p in policies:
+        out = np.maximum(out, np.where(scores[:, p.id] >= p.review_threshold, int(Verdict.REVIEW), int(Verdict.CLEAR)))
+        if p.flag_threshold is not None:
+            out = np.maximum(out, np.where(scores[:, p.id] >= p.flag_threshold, int(Verdict.FLAG), int(Verdict.CLEAR)))
+    return out
+
+
+def image_level(scored: ScoredImages, policies: tuple[ClassPolicy, ...]) -> dict[str, Any]:
+    v = verdicts(scored.scores, policies)
+    clean = ~scored.truth.any(1)
+    result: dict[str, Any] = {"images": len(v), "per_class": {}, "clean": {}, "by_source": {}}
+    for p in policies:
+        has = scored.truth[:, p.id]
+        entry = {"images": int(has.sum())}
+        if has.any():
+            entry |= {
+                "class_recall_at_review": float(np.mean(scored.scores[has, p.id] >= p.review_threshold)),
+                "class_recall_at_flag": float(np.mean(scored.scores[has, p.id] >= p.flag_threshold)) if p.flag_threshold is not None else 0.0,
+                "verdict_review_or_flag": float(np.mean(v[has] >= Verdict.REVIEW)),
+                "verdict_flag": float(np.mean(v[has] == Verdict.FLAG)),
+            }
+        result["per_class"][p.label] = entry
+    result["clean"] = _rates(v[clean])
+    for source in sorted(set(scored.sources)):
+        mask = np.array([s == source for s in scored.sources])
+        entry = _rates(v[mask])
+        entry["clean_images"] = int((mask & clean).sum())
+        result["by_source"][source] = entry
+    return result
+
+
+def _rates(v: np.ndarray) -> dict[str, Any]:
+    n = len(v)
+    return {
+        "images": n,
+        "flag_rate": float(np.mean(v == Verdict.FLAG)) if n else 0.0,
+        "review_rate": float(np.mean(v == Verdict.REVIEW)) if n else 0.0,
+        "review_or_flag_rate": float(np.mean(v >= Verdict.REVIEW)) if n else 0.0,
+    }
+
+
+def detection_metrics(model: Path, data: Path, split: str, imgsz: int, device: str, out: Path) -> dict[str, Any]:
+    """Ultralytics' validator on `split`: per-class P, R, AP50, AP50-95 and its plots under out/."""
+    from ultralytics import YOLO
+
+    result = YOLO(str(model)).val(
+        data=str(data), split=split, imgsz=imgsz, batch=8, device=device, project=str(out.resolve()),
+        name=f"val_{split}", exist_ok=True, plots=True, verbose=False, conf=0.001,
+    )
+    box = result.box
+    metrics: dict[str, Any] = {}
+    per_class_instances = getattr(result, "nt_per_class", None)
+    for i, class_index in enumerate(box.ap_class_index):
+        label = LABELS[int(class_index)]
+        metrics[label] = {
+            "precision": float(box.p[i]),
+            "recall": float(box.r[i]),
+            "ap50": float(box.ap50[i]),
+            "ap50_95": float(box.ap[i]),
+            "instances": int(per_class_instances[int(class_index)]) if per_class_instances is not None else None,
+        }
+    metrics["all"] = {"precision": float(box.mp), "recall": float(box.mr), "ap50": float(box.map50), "ap50_95": float(box.map)}
+    plots = out / f"val_{split}"
+    for name in ("confusion_matrix_normalized.png", "BoxPR_curve.png"):
+        if (plots / name).exists():
+            shutil.copyfile(plots / name, out / name)
+    return metrics
+
+
+def plot_image_pr(scored: ScoredImages, calibrations: dict[str, Calibration], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
+    for c in TAXONOMY:
+        positives = scored.truth[:, c.id]
+        if not positives.any():
+            continue
+        thresholds = np.linspace(SCORE_FLOOR, 1.0, 200)
+        points = [operating_point(scored.scores[:, c.id], positives, t) for t in thresholds]
+        line = ax.plot([p.recall for p in points], [p.precision for p in points], label=f"{c.label} ({int(positives.sum())} images)")
+        cal = calibrations.get(c.label)
+        if cal is not None:
+            for point, marker in ((cal.review, "o"), (cal.flag, "s")):
+                if point is not None:
+                    p = operating_point(scored.scores[:, c.id], positives, point.threshold)
+                    ax.plot(p.recall, p.precision, marker, color=line[0].get_color(), markersize=8)
+    ax.set_xlabel("recall (images containing the class)")
+    ax.set_ylabel("precision (images scored above the threshold)")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{title}\no = review threshold, \u25a0 = flag threshold")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def evaluate(options: EvaluationOptions) -> dict[str, Any]:
+    from training.modelcard import write_model_card
+    from training.train import dataset_counts, read_run_record, resolve_device
+
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = yaml.safe_load(Path(options.data).read_text())
+    dataset = Dataset(Path(spec["path"]))
+    splits = dataset.read_splits()
+    if not splits.get(options.split):
+        raise ValueError(f"split {options.split!r} of {options.data} is empty; run `training split` first")
+    facts = checkpoint_facts(options.model)
+    device = resolve_device(options.device)
+    engine = candidate_engine(options.model, device)
+
+    calibration_images = splits.get(options.calibration_split) or splits[options.split]
+    calibration_scored = score_split(engine, dataset, calibration_images, options.batch, f"scoring {options.calibration_split}")
+    calibrations = {
+        c.label: calibrate_class(
+            calibration_scored.scores[:, c.id], calibration_scored.truth[:, c.id], options.target_precision, options.target_recall
+        )
+        for c in TAXONOMY
+    }
+    policies = tuple(ClassPolicy(c.id, c.label, calibrations[c.label].review_threshold, calibrations[c.label].flag_threshold) for c in TAXONOMY)
+
+    evaluated = {options.split: score_split(engine, dataset, splits[options.split], options.batch, f"scoring {options.split}")}
+    if splits.get("holdout") and options.split != "holdout":
+        evaluated["holdout"] = score_split(engine, dataset, splits["holdout"], options.batch, "scoring holdout")
+
+    thresholds = {}
+    test = evaluated[options.split]
+    for c in TAXONOMY:
+        cal = calibrations[c.label]
+        positives = test.truth[:, c.id]
+        thresholds[c.label] = {
+            "review_threshold": cal.review_threshold,
+            "flag_threshold": cal.flag_threshold,
+            "note": cal.note,
+            "calibration_split": options.calibration_split,
+            "calibration": {"positives": cal.positives, "review": asdict(cal.review), "flag": asdict(cal.flag) if cal.flag else None},
+            options.split: {
+                "positives": int(positives.sum()),
+                "review": asdict(operating_point(test.scores[:, c.id], positives, cal.review_threshold)),
+                "flag": asdict(operating_point(test.scores[:, c.id], positives, cal.flag_threshold)) if cal.flag_threshold is not None else None,
+            },
+        }
+    result = {
+        "model": {"path": str(options.model), "sha256": engine.manifest.sha256, "input_size": facts.input_size},
+        "data": dataset_counts(options.data),
+        "targets": {"precision": options.target_precision, "recall": options.target_recall},
+        "thresholds": thresholds,
+        "metrics": {
+            "split": options.split,
+            "detection": detection_metrics(options.model, options.data, options.split, facts.input_size, device, out),
+            "image_level": {name: image_level(scored, policies) for name, scored in evaluated.items()},
+        },
+    }
+    for name, scored in evaluated.items():
+        plot_image_pr(scored, calibrations, out / f"image_pr_{name}.png", f"image-level precision/recall, {name} split")
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    run_record = read_run_record(Path(options.model).parent.parent)
+    notes = Path(options.card_notes).read_text() if options.card_notes else ""
+    write_model_card(out / "model_card.md", result, run_record, notes)
+    return result

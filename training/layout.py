@@ -1,0 +1,174 @@
+"""Our dataset layout: Ultralytics' YOLO format, with the split kept in list files.
+
+    <dataset>/
+      images/<source>/...          imported images, any depth
+      labels/<source>/...          one .txt per image (Ultralytics swaps /images/ for /labels/)
+      meta.csv                     image, source, group, origin: where each image came from
+      train.txt val.txt test.txt   image paths (./images/...), written by `split`
+      holdout.txt                  whole sources held out of all three, for out-of-source checks
+      data.yaml                    path, train/val/test -> the split lists, names = the taxonomy
+      quarantine/<reason>/...      files `check --fix` moved aside
+
+Images never move between splits; a split is a list. An empty label file is a background image:
+it teaches the model what not to flag.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from server.taxonomy import NAMES
+
+SPLITS = ("train", "val", "test", "holdout")
+"""holdout: whole sources kept out of train/val/test, for the out-of-source check."""
+META_FIELDS = ("image", "source", "group", "origin")
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+
+
+@dataclass(frozen=True)
+class LabelBox:
+    class_id: int
+    cx: float
+    cy: float
+    w: float
+    h: float
+
+    def line(self) -> str:
+        return f"{self.class_id} {self.cx:.6f} {self.cy:.6f} {self.w:.6f} {self.h:.6f}"
+
+    def xyxy(self, width: int, height: int) -> tuple[float, float, float, float]:
+        return (
+            (self.cx - self.w / 2) * width,
+            (self.cy - self.h / 2) * height,
+            (self.cx + self.w / 2) * width,
+            (self.cy + self.h / 2) * height,
+        )
+
+    @classmethod
+    def from_xyxy(cls, class_id: int, xyxy, width: int, height: int) -> LabelBox:
+        x1, y1, x2, y2 = (float(v) for v in xyxy)
+        x1, x2 = max(0.0, min(x1, x2)), min(float(width), max(x1, x2))
+        y1, y2 = max(0.0, min(y1, y2)), min(float(height), max(y1, y2))
+        return cls(class_id, (x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width, (y2 - y1) / height)
+
+
+@dataclass(frozen=True)
+class MetaRow:
+    image: str
+    """Path relative to the dataset root, e.g. images/met/ivory_1.jpg."""
+    source: str
+    group: str
+    """Images of one group (listing, seizure, video segment, object) always land in one split."""
+    origin: str
+
+
+class Dataset:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def data_yaml(self) -> Path:
+        return self.root / "data.yaml"
+
+    @property
+    def meta_csv(self) -> Path:
+        return self.root / "meta.csv"
+
+    def split_file(self, split: str) -> Path:
+        return self.root / f"{split}.txt"
+
+    def label_path(self, image: Path) -> Path:
+        """images/<x>/a.jpg -> labels/<x>/a.txt, as Ultralytics maps them."""
+        rel = Path(os.path.relpath(os.path.abspath(image), os.path.abspath(self.root / "images")))
+        return (self.root / "labels" / rel).with_suffix(".txt")
+
+    def images(self) -> list[Path]:
+        base = self.root / "images"
+        return sorted(p for p in base.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) if base.exists() else []
+
+    def labels(self) -> list[Path]:
+        base = self.root / "labels"
+        return sorted(base.rglob("*.txt")) if base.exists() else []
+
+    def relative(self, path: Path) -> str:
+        """`path` relative to the dataset root, without following symlinks (images may link to ../shared)."""
+        return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(self.root))).as_posix()
+
+    # --- meta.csv -------------------------------------------------------------------------
+    def read_meta(self) -> dict[str, MetaRow]:
+        if not self.meta_csv.exists():
+            return {}
+        with open(self.meta_csv, newline="") as f:
+            return {row["image"]: MetaRow(**{k: row[k] for k in META_FIELDS}) for row in csv.DictReader(f)}
+
+    def write_meta(self, rows: dict[str, MetaRow]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.meta_csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=META_FIELDS)
+            writer.writeheader()
+            for key in sorted(rows):
+                writer.writerow(rows[key].__dict__)
+
+    def group_of(self, image_rel: str, meta: dict[str, MetaRow]) -> str:
+        row = meta.get(image_rel)
+        return row.group if row and row.group else image_rel
+
+    # --- splits ---------------------------------------------------------------------------
+    def read_split(self, split: str) -> list[Path]:
+        path = self.split_file(split)
+        if not path.exists():
+            return []
+        return [self.root / line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+    def read_splits(self) -> dict[str, list[Path]]:
+        return {s: self.read_split(s) for s in SPLITS}
+
+    def write_splits(self, splits: dict[str, list[Path]]) -> None:
+        for split in SPLITS:
+            lines = sorted(self.relative(p) for p in splits.get(split, []))
+            if split == "holdout" and not lines:
+                self.split_file(split).unlink(missing_ok=True)
+                continue
+            self.split_file(split).write_text("".join(f"./{line}\n" for line in lines))
+        self.write_data_yaml()
+
+    def write_data_yaml(self) -> Path:
+        data = {"path": os.path.abspath(self.root)}
+        data.update({s: f"{s}.txt" for s in SPLITS if s != "holdout" or self.split_file(s).exists()})
+        data["names"] = dict(NAMES)
+        self.data_yaml.write_text(yaml.safe_dump(data, sort_keys=False))
+        return self.data_yaml
+
+
+def read_labels(path: Path) -> list[LabelBox]:
+    """Parse a label file, tolerating a stray extra field (as in the tiger frames); raise ValueError otherwise."""
+    boxes = []
+    if not path.exists():
+        return boxes
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) < 5:
+            raise ValueError(f"{path}:{n}: {len(fields)} fields, expected 5")
+        try:
+            boxes.append(LabelBox(int(fields[0]), *(float(v) for v in fields[1:5])))
+        except ValueError:
+            raise ValueError(f"{path}:{n}: not numbers: {line!r}") from None
+    return boxes
+
+
+def write_labels(path: Path, boxes: list[LabelBox]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(b.line() + "\n" for b in boxes))
+
+
+def iter_labelled(dataset: Dataset, images: list[Path]) -> Iterator[tuple[Path, list[LabelBox]]]:
+    for image in images:
+        yield image, read_labels(dataset.label_path(image))

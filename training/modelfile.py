@@ -1,0 +1,91 @@
+"""Model files: build an untrained YOLO from its yaml with our classes, and read a checkpoint's facts.
+
+The untrained model is what `make serve` runs before anyone has trained: a real model of the real
+architecture, so the whole service works end to end, but its detections mean nothing. Its manifest
+says `trained: false` and the server reports it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from server.taxonomy import NAMES
+
+
+def build_untrained(path: Path, architecture: str = "yolov5n.yaml", input_size: int = 416, seed: int = 0) -> Path:
+    """Write an Ultralytics checkpoint of `architecture` with random weights and our class names."""
+    import ultralytics
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(seed)
+    model = DetectionModel(architecture, nc=len(NAMES), verbose=False)
+    model.names = dict(NAMES)
+    model.args = {"imgsz": input_size, "task": "detect"}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "version": ultralytics.__version__,
+            "license": "AGPL-3.0 License (https://ultralytics.com/license)",
+            "epoch": -1,
+            "model": model.half(),
+            "ema": None,
+            "train_args": {"model": architecture, "imgsz": input_size, "task": "detect", "untrained": True},
+        },
+        path,
+    )
+    return path
+
+
+@dataclass(frozen=True)
+class CheckpointFacts:
+    names: dict[int, str]
+    input_size: int
+    architecture: str
+    train_args: dict[str, Any]
+
+
+def checkpoint_facts(path: Path) -> CheckpointFacts:
+    """What a checkpoint says about itself: class names, image size, architecture, training args."""
+    import ultralytics.nn.tasks  # noqa: F401  (the classes the pickle refers to)
+
+    checkpoint = torch.load(Path(path), map_location="cpu", weights_only=False)
+    model = checkpoint.get("ema") or checkpoint.get("model")
+    args = dict(checkpoint.get("train_args") or {})
+    architecture = args.get("model") or getattr(model, "yaml", {}).get("yaml_file", "")
+    return CheckpointFacts(
+        names={int(k): str(v) for k, v in dict(model.names).items()},
+        input_size=int(args.get("imgsz", 640)),
+        architecture=str(architecture),
+        train_args=args,
+    )
+
+
+def candidate_engine(path: Path, device: str = "auto", backend_path: Path | None = None):
+    """Our serving engine around a checkpoint that is not promoted yet (for evaluation, export
+    checks, autolabelling): the same decode, letterbox, forward and NMS the server will use.
+    With `backend_path` (an .onnx file), ONNX Runtime runs instead of PyTorch."""
+    from server.backends import OnnxBackend, TorchBackend, resolve_device
+    from server.engine import InferenceEngine
+    from server.manifest import ModelManifest, sha256_of
+    from server.policy import ClassPolicy
+    from server.taxonomy import TAXONOMY
+
+    facts = checkpoint_facts(path)
+    manifest = ModelManifest(
+        name="candidate",
+        version=Path(path).stem,
+        file=str(path),
+        sha256=sha256_of(Path(path)),
+        input_size=facts.input_size,
+        classes=tuple(ClassPolicy(c.id, c.label, 0.25, None) for c in TAXONOMY),
+        trained=True,
+    )
+    backend = OnnxBackend(Path(backend_path), 0) if backend_path else TorchBackend(Path(path), resolve_device(device))
+    return InferenceEngine(manifest, backend)

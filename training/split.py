@@ -1,0 +1,107 @@
+"""`training split`: train/val/test that never splits a group, stratified by class, seeded.
+
+A group is everything that must stay together: one listing, one seizure, one museum object, one
+stretch of video (from meta.csv), joined with every near-duplicate cluster (perceptual hash).
+Groups are dealt out largest first, each to the split that is furthest below its share of the
+group's classes, so rare classes reach val and test too.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from server.taxonomy import LABELS
+from training.layout import Dataset, read_labels
+from training.phash import DEFAULT_MAX_DISTANCE, clusters, hash_files, near_duplicate_pairs
+
+BACKGROUND = "background"
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    counts: dict[str, Counter]
+    groups: int
+
+    def lines(self) -> list[str]:
+        keys = list(LABELS) + [BACKGROUND]
+        out = [f"{self.groups} groups (source groups joined with near-duplicate clusters)"]
+        out.append("split      images  " + "  ".join(f"{k[:12]:>12}" for k in keys))
+        for split, c in self.counts.items():
+            out.append(f"{split:<9} {c['images']:>7}  " + "  ".join(f"{c[k]:>12}" for k in keys))
+        return out
+
+
+def image_classes(dataset: Dataset, image: Path) -> set[str]:
+    boxes = read_labels(dataset.label_path(image))
+    return {LABELS[b.class_id] for b in boxes if 0 <= b.class_id < len(LABELS)} or {BACKGROUND}
+
+
+def split_dataset(
+    dataset: Dataset,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    max_distance: int = DEFAULT_MAX_DISTANCE,
+    holdout_sources: tuple[str, ...] = (),
+) -> SplitSummary:
+    if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
+        raise ValueError(f"fractions {fractions} must be non-negative and sum to 1")
+    names = ("train", "val", "test")
+    meta = dataset.read_meta()
+    images = dataset.images()
+    rels = [dataset.relative(p) for p in images]
+    holdout = [p for p, r in zip(images, rels) if r in meta and meta[r].source in holdout_sources]
+    held = {dataset.relative(p) for p in holdout}
+    pool = [(p, r) for p, r in zip(images, rels) if r not in held]
+
+    # Join source groups and near-duplicate clusters into components.
+    group_index: dict[str, int] = {}
+    pairs = []
+    for i, (_, rel) in enumerate(pool):
+        first = group_index.setdefault(dataset.group_of(rel, meta), i)
+        if first != i:
+            pairs.append((first, i, 0))
+    hashes = hash_files([p for p, _ in pool], desc="perceptual hashes")
+    pairs += near_duplicate_pairs(hashes, max_distance)
+    component_of = clusters(len(pool), pairs)
+    components: dict[int, list[int]] = {}
+    for i, c in enumerate(component_of):
+        components.setdefault(c, []).append(i)
+
+    classes = [image_classes(dataset, p) for p, _ in pool]
+    totals = Counter(k for cs in classes for k in cs)
+    rng = np.random.default_rng(seed)
+    order = list(components.values())
+    rng.shuffle(order)
+    order.sort(key=len, reverse=True)
+
+    filled = {s: Counter() for s in names}
+    assignment: dict[str, list[Path]] = {s: [] for s in names}
+    for members in order:
+        profile = Counter(k for i in members for k in classes[i])
+        profile["images"] = len(members)
+
+        def fill_after(split_index: int) -> float:
+            s, share = names[split_index], fractions[split_index]
+            if share == 0:
+                return float("inf")
+            ratios = [(filled[s][k] + n) / (share * (totals[k] if k != "images" else len(pool))) for k, n in profile.items()]
+            return max(ratios)
+
+        best = min(range(len(names)), key=fill_after)
+        filled[names[best]].update(profile)
+        assignment[names[best]].extend(pool[i][0] for i in members)
+
+    splits = dict(assignment)
+    if holdout:
+        splits["holdout"] = holdout
+    dataset.write_splits(splits)
+    counts = {}
+    for split, members in splits.items():
+        c = Counter(k for p in members for k in image_classes(dataset, p))
+        c["images"] = len(members)
+        counts[split] = c
+    return SplitSummary(counts, len(components))

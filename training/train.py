@@ -1,0 +1,130 @@
+"""`training train`: fine-tune a YOLO on our dataset, from a base checkpoint or from a yaml.
+
+Nothing is downloaded: the base must be a local .pt file or an architecture yaml, and YOLO_OFFLINE
+is set. Ultralytics does the training (its progress bars, its runs/<name>/ layout); we add the
+checks before (taxonomy, base model) and `wildscreen_run.json` after, which records everything
+needed to reproduce the run and to write the manifest: base model and its sha256, dataset counts,
+resolved arguments, library versions.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from server.manifest import now_iso, sha256_of
+from server.taxonomy import NAMES
+from training.layout import Dataset
+
+RUN_RECORD = "wildscreen_run.json"
+
+
+@dataclass
+class TrainOptions:
+    data: Path
+    model: str = "yolov5n.yaml"
+    """A local .pt checkpoint to fine-tune, or an architecture yaml to train from scratch."""
+    epochs: int = 30
+    imgsz: int = 416
+    batch: int = 16
+    device: str = "auto"
+    workers: int = 2
+    freeze: int | None = None
+    patience: int = 20
+    project: Path = Path("runs")
+    name: str = "train"
+    resume: bool = False
+    seed: int = 0
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Further Ultralytics train arguments (key=value on the command line)."""
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "0" if torch.cuda.is_available() else "cpu"
+
+
+def check_base(model: str) -> str:
+    """Refuse anything Ultralytics would try to download."""
+    path = Path(model)
+    if path.suffix == ".pt":
+        if not path.is_file():
+            raise FileNotFoundError(f"base checkpoint {model} does not exist (nothing is downloaded; give a local .pt)")
+        return str(path.resolve())
+    if path.suffix in (".yaml", ".yml"):
+        return model
+    raise ValueError(f"--model {model!r} must be a local .pt checkpoint or an architecture .yaml")
+
+
+def check_data(data: Path) -> dict[str, Any]:
+    spec = yaml.safe_load(Path(data).read_text())
+    names = spec.get("names", {})
+    names = dict(enumerate(names)) if isinstance(names, list) else {int(k): v for k, v in names.items()}
+    if names != NAMES:
+        raise ValueError(f"{data}: names {names} are not the taxonomy {NAMES}; import and split with `training`")
+    return spec
+
+
+def dataset_counts(data: Path) -> dict[str, Any]:
+    """Images and boxes per split and class: what the model saw, for the run record and the card."""
+    from training.split import image_classes
+
+    spec = yaml.safe_load(Path(data).read_text())
+    dataset = Dataset(Path(spec["path"]))
+    out = {}
+    for split, members in dataset.read_splits().items():
+        if members:
+            per_class: dict[str, int] = {}
+            for image in members:
+                for k in image_classes(dataset, image):
+                    per_class[k] = per_class.get(k, 0) + 1
+            out[split] = {"images": len(members), "images_with": dict(sorted(per_class.items()))}
+    return out
+
+
+def train(options: TrainOptions) -> Path:
+    """Train; returns the run folder (weights/best.pt inside)."""
+    import torch
+    import ultralytics
+    from ultralytics import YOLO
+
+    device = resolve_device(options.device)
+    run_dir = Path(options.project).resolve() / options.name
+    if options.resume:
+        last = run_dir / "weights" / "last.pt"
+        if not last.is_file():
+            raise FileNotFoundError(f"nothing to resume: {last} does not exist")
+        YOLO(str(last)).train(resume=True, device=device)
+        return run_dir
+    check_data(options.data)
+    base = check_base(options.model)
+    args = dict(
+        data=str(Path(options.data).resolve()), epochs=options.epochs, imgsz=options.imgsz, batch=options.batch,
+        device=device, workers=options.workers, patience=options.patience, project=str(Path(options.project).resolve()),
+        name=options.name, exist_ok=True, seed=options.seed, deterministic=True, freeze=options.freeze, plots=True,
+    )
+    args.update(options.overrides)
+    YOLO(base).train(**args)
+    record = {
+        "created": now_iso(),
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
+        "ultralytics_args": args,
+        "base": {"model": options.model, "sha256": sha256_of(Path(base)) if base.endswith(".pt") else None},
+        "data": dataset_counts(options.data),
+        "versions": {"ultralytics": ultralytics.__version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+    (run_dir / RUN_RECORD).write_text(json.dumps(record, indent=2, default=str))
+    return run_dir
+
+
+def read_run_record(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / RUN_RECORD
+    return json.loads(path.read_text()) if path.exists() else {}

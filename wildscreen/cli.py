@@ -1,0 +1,179 @@
+"""`wildscreen`: the command-line client for platforms and reviewers.
+
+    wildscreen screen photo.jpg listings/ --overlays review/   one JSON line per image
+    wildscreen info                                            the model, thresholds, device
+    wildscreen reload [--version v3]                           admin: swap in another model
+    wildscreen keys add NAME --role screen --file keys.json    create an API key, print it once
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from wildscreen.client import Connection, image_files
+from wildscreen.v1 import screening_pb2 as pb
+from wildscreen.v1 import screening_pb2_grpc as pb_grpc
+
+_OVERLAY = {"jpeg": pb.OVERLAY_FORMAT_JPEG, "png": pb.OVERLAY_FORMAT_PNG}
+
+
+def _connection(args: argparse.Namespace) -> Connection:
+    return Connection(
+        target=args.server,
+        tls_ca=args.tls_ca,
+        client_cert=args.tls_cert,
+        client_key=args.tls_key,
+        api_key=args.api_key,
+        server_name=args.tls_server_name,
+    )
+
+
+def _as_dict(message) -> dict:
+    return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+def cmd_screen(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    files = list(image_files(args.paths))
+    if not files:
+        print("wildscreen: no image files found", file=sys.stderr)
+        return 2
+    if args.overlays:
+        args.overlays.mkdir(parents=True, exist_ok=True)
+    overlay = _OVERLAY[args.overlay_format] if args.overlays else pb.OVERLAY_FORMAT_NONE
+    failures = 0
+
+    def requests() -> Iterator[pb.ScreenRequest]:
+        for i, path in enumerate(files):
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                print(f"wildscreen: cannot read {path}: {exc}", file=sys.stderr)
+                data = b""
+            yield pb.ScreenRequest(
+                request_id=str(i), image=data, min_confidence=args.min_confidence, classes=args.classes or [],
+                overlay=overlay, max_detections=args.max_detections,
+            )
+
+    connection = _connection(args)
+    with connection.channel() as channel:
+        stub = pb_grpc.ScreeningStub(channel)
+        responses = stub.ScreenStream(requests(), metadata=connection.metadata(), timeout=args.timeout)
+        bar = tqdm(total=len(files), unit="img", disable=len(files) < 2 or not sys.stderr.isatty(), file=sys.stderr)
+        try:
+            for response in responses:
+                path = files[int(response.request_id)]
+                line = {"path": str(path)} | _as_dict(response)
+                line.pop("overlay", None)
+                if response.overlay:
+                    target = args.overlays / f"{path.stem}.{'jpg' if args.overlay_format == 'jpeg' else 'png'}"
+                    target.write_bytes(response.overlay)
+                    line["overlay_path"] = str(target)
+                if response.HasField("error"):
+                    failures += 1
+                    line = {"path": str(path), "request_id": response.request_id, "error": _as_dict(response.error)}
+                print(json.dumps(line), flush=True)
+                bar.update(1)
+        except grpc.RpcError as exc:
+            print(f"wildscreen: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+        finally:
+            bar.close()
+    return 1 if failures else 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    connection = _connection(args)
+    with connection.channel() as channel:
+        try:
+            info = pb_grpc.ScreeningStub(channel).GetModelInfo(
+                pb.GetModelInfoRequest(), metadata=connection.metadata(), timeout=args.timeout
+            )
+        except grpc.RpcError as exc:
+            print(f"wildscreen: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    print(json.dumps(_as_dict(info), indent=2))
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    connection = _connection(args)
+    with connection.channel() as channel:
+        try:
+            info = pb_grpc.ScreeningStub(channel).ReloadModel(
+                pb.ReloadModelRequest(version=args.version or ""), metadata=connection.metadata(), timeout=args.timeout
+            )
+        except grpc.RpcError as exc:
+            print(f"wildscreen: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    print(json.dumps(_as_dict(info), indent=2))
+    return 0
+
+
+def cmd_keys_add(args: argparse.Namespace) -> int:
+    from server.auth import KeyStore
+
+    try:
+        key = KeyStore(args.file).add(args.name, args.role)
+    except ValueError as exc:
+        print(f"wildscreen: {exc}", file=sys.stderr)
+        return 2
+    print(f"API key for {args.name} (role {args.role}); it is shown only now, store it safely:", file=sys.stderr)
+    print(key)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wildscreen", description="Screen listing images with a wildscreen server.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_connection(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--server", default=os.environ.get("WILDSCREEN_SERVER", "127.0.0.1:50051"), help="host:port")
+        p.add_argument("--api-key", default=os.environ.get("WILDSCREEN_API_KEY"), help="or WILDSCREEN_API_KEY")
+        p.add_argument("--tls-ca", type=Path, help="CA certificate (PEM) that signed the server's; turns TLS on")
+        p.add_argument("--tls-cert", type=Path, help="client certificate (PEM) for mutual TLS")
+        p.add_argument("--tls-key", type=Path, help="client key (PEM) for mutual TLS")
+        p.add_argument("--tls-server-name", help="host name to check the server certificate against")
+        p.add_argument("--timeout", type=float, default=None, help="seconds for the whole call")
+        return p
+
+    screen = with_connection(sub.add_parser("screen", help="screen image files or folders; one JSON line per image"))
+    screen.add_argument("paths", nargs="+", type=Path)
+    screen.add_argument("--overlays", type=Path, help="write reviewer overlays into this folder")
+    screen.add_argument("--overlay-format", choices=sorted(_OVERLAY), default="jpeg")
+    screen.add_argument("--min-confidence", type=float, default=0.0, help="0 = the model's default")
+    screen.add_argument("--classes", nargs="*", help="only these labels, e.g. ivory live_reptile")
+    screen.add_argument("--max-detections", type=int, default=0)
+    screen.set_defaults(run=cmd_screen)
+
+    with_connection(sub.add_parser("info", help="print the served model's info")).set_defaults(run=cmd_info)
+
+    reload = with_connection(sub.add_parser("reload", help="admin: load the current (or a named) model version"))
+    reload.add_argument("--version", help="a version in the server's weights/; default: the current one")
+    reload.set_defaults(run=cmd_reload)
+
+    keys = sub.add_parser("keys", help="manage the server's API keys").add_subparsers(dest="keys_command", required=True)
+    add = keys.add_parser("add", help="create a key; it is printed once and only its hash is stored")
+    add.add_argument("name")
+    add.add_argument("--role", choices=["screen", "admin"], default="screen")
+    add.add_argument("--file", type=Path, default=Path(os.environ.get("WILDSCREEN_API_KEYS_FILE", "api-keys.json")))
+    add.set_defaults(run=cmd_keys_add)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

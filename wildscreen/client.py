@@ -1,0 +1,70 @@
+"""Connecting to a wildscreen server: channels with the right limits, TLS and API key.
+
+Used by the `wildscreen` CLI, the benchmarks and the tests, so that all of them talk to the
+server the way a platform's client would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+# Overlays of large photos exceed gRPC's 4 MiB default.
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
+
+
+@dataclass(frozen=True)
+class Connection:
+    target: str = "127.0.0.1:50051"
+    tls_ca: Path | None = None
+    """PEM CA that signed the server's certificate; set to use TLS."""
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    api_key: str | None = None
+    server_name: str | None = None
+    """Override of the TLS host name checked against the certificate."""
+
+    def _credentials(self) -> grpc.ChannelCredentials | None:
+        if self.tls_ca is None:
+            return None
+        cert = self.client_cert.read_bytes() if self.client_cert else None
+        key = self.client_key.read_bytes() if self.client_key else None
+        return grpc.ssl_channel_credentials(self.tls_ca.read_bytes(), key, cert)
+
+    def _options(self) -> list[tuple[str, object]]:
+        options = list(CHANNEL_OPTIONS)
+        if self.server_name:
+            options.append(("grpc.ssl_target_name_override", self.server_name))
+        return options
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.api_key}"),) if self.api_key else ()
+
+    def channel(self) -> grpc.Channel:
+        credentials = self._credentials()
+        if credentials is None:
+            return grpc.insecure_channel(self.target, options=self._options())
+        return grpc.secure_channel(self.target, credentials, options=self._options())
+
+    def aio_channel(self) -> grpc.aio.Channel:
+        credentials = self._credentials()
+        if credentials is None:
+            return grpc.aio.insecure_channel(self.target, options=self._options())
+        return grpc.aio.secure_channel(self.target, credentials, options=self._options())
+
+
+def image_files(paths: Iterable[Path]) -> Iterator[Path]:
+    """Files as given, and the image files under folders (sorted, recursively)."""
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            yield path
