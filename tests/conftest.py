@@ -40,9 +40,18 @@ def untrained_weights(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory) -> Path:
-    """data.yaml of a small synthetic dataset in Ultralytics' layout (train/val/test folders)."""
+    """data.yaml of a synthetic dataset in our layout: a YOLO export imported and split by our code."""
+    from training.importers import import_source
+    from training.layout import Dataset
+    from training.mapping import ClassMapping
+    from training.split import split_dataset
+
     root = tmp_path_factory.mktemp("synthetic")
-    return write_yolo_dataset(root, {"train": 64, "val": 16, "test": 16}, size=128)
+    write_yolo_dataset(root / "export", {"all": 150}, size=128)
+    dataset = Dataset(root / "dataset")
+    import_source("yolo", root / "export", dataset, "shapes", ClassMapping())
+    split_dataset(dataset, seed=0)
+    return dataset.data_yaml
 
 
 @pytest.fixture(scope="session")

@@ -74,24 +74,77 @@ def yolo_lines(placed: list[Placed], width: int, height: int) -> list[str]:
     return lines
 
 
-def write_yolo_dataset(root: Path, counts: dict[str, int], size: int = 128, seed: int = 0, negatives: int = 0) -> Path:
-    """Ultralytics layout under `root`: images/<split>, labels/<split>, data.yaml. Returns data.yaml."""
-    rng = np.random.default_rng(seed)
+def write_yolo_dataset(root: Path, counts: dict[str, int], size: int = 128, seed: int = 0,
+                       names: dict[int, str] | None = None, stray_field: bool = False) -> Path:
+    """A YOLO export under `root`: images/<split>, labels/<split>, data.yaml (names default to the
+    taxonomy). With `stray_field`, label lines carry a sixth field, as some exports do."""
+    from server.taxonomy import NAMES
+
+    names = names or NAMES
     for split, count in counts.items():
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         (root / "labels" / split).mkdir(parents=True, exist_ok=True)
-        for i in range(count):
-            classes = [i % 4] if i % 5 else [i % 4, (i + 1) % 4]
-            if split == "train" and i < negatives:
-                classes = []
-            w, h = int(size * rng.uniform(0.8, 1.25)), size
-            image, placed = make_image(rng, w, h, classes)
-            cv2.imwrite(str(root / "images" / split / f"{split}_{i:04d}.jpg"), image)
-            (root / "labels" / split / f"{split}_{i:04d}.txt").write_text("\n".join(yolo_lines(placed, w, h)))
-    from server.taxonomy import NAMES
-
+        for i, (image, placed) in enumerate(generate(count, size, seed + sum(map(ord, split)))):
+            stem = f"{split}_{i:04d}"
+            cv2.imwrite(str(root / "images" / split / f"{stem}.jpg"), image)
+            lines = yolo_lines(placed, image.shape[1], image.shape[0])
+            if stray_field:
+                lines = [f"{line} {stem}.jpg" for line in lines]
+            (root / "labels" / split / f"{stem}.txt").write_text("\n".join(lines))
     lines = [f"path: {root.resolve()}"] + [f"{s}: images/{s}" for s in counts] + ["names:"]
-    lines += [f"  {k}: {v}" for k, v in NAMES.items()]
+    lines += [f"  {k}: {v}" for k, v in names.items()]
     data = root / "data.yaml"
     data.write_text("\n".join(lines) + "\n")
     return data
+
+def generate(count: int, size: int = 128, seed: int = 0, negatives: int = 0):
+    """(image, placed) pairs; the first `negatives` have no objects."""
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        classes = [] if i < negatives else ([i % 4] if i % 5 else [i % 4, (i + 1) % 4])
+        yield make_image(rng, int(size * rng.uniform(0.8, 1.25)), size, classes)
+
+
+def write_coco_export(root: Path, count: int, names: dict[int, str], seed: int = 1, size: int = 96) -> Path:
+    """A COCO export: images/ and annotations.json with categories named by `names` (class id -> name)."""
+    import json
+
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for i, (image, placed) in enumerate(generate(count, size, seed)):
+        name = f"coco_{i:03d}.jpg"
+        cv2.imwrite(str(root / "images" / name), image)
+        images.append({"id": i + 1, "file_name": name, "width": image.shape[1], "height": image.shape[0]})
+        for p in placed:
+            x1, y1, x2, y2 = p.xyxy
+            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": p.class_id + 10,
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+    categories = [{"id": k + 10, "name": v} for k, v in names.items()]
+    path = root / "annotations.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return path
+
+
+def write_voc_export(root: Path, count: int, names: dict[int, str], seed: int = 2, size: int = 96) -> Path:
+    """A Pascal VOC export: JPEGImages/ and Annotations/*.xml."""
+    (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
+    (root / "Annotations").mkdir(parents=True, exist_ok=True)
+    for i, (image, placed) in enumerate(generate(count, size, seed)):
+        name = f"voc_{i:03d}.jpg"
+        cv2.imwrite(str(root / "JPEGImages" / name), image)
+        objects = "".join(
+            f"<object><name>{names[p.class_id]}</name><bndbox><xmin>{p.xyxy[0]}</xmin><ymin>{p.xyxy[1]}</ymin>"
+            f"<xmax>{p.xyxy[2]}</xmax><ymax>{p.xyxy[3]}</ymax></bndbox></object>"
+            for p in placed
+        )
+        xml = (f"<annotation><filename>{name}</filename><size><width>{image.shape[1]}</width>"
+               f"<height>{image.shape[0]}</height><depth>3</depth></size>{objects}</annotation>")
+        (root / "Annotations" / f"voc_{i:03d}.xml").write_text(xml)
+    return root
+
+
+def write_negatives(root: Path, count: int, seed: int = 3, size: int = 96) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for i, (image, _) in enumerate(generate(count, size, seed, negatives=count)):
+        cv2.imwrite(str(root / f"neg_{i:03d}.jpg"), image)
+    return root

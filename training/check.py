@@ -121,9 +121,13 @@ def check_dataset(dataset: Dataset, max_distance: int = DEFAULT_MAX_DISTANCE) ->
                 report.add("error", "missing_file", rel, f"listed in {split}.txt but missing")
             split_of[rel] = split
 
+    rank = {"train": 0, "val": 1, "test": 2, "holdout": 3}
+
     def duplicate(a: str, b: str, how: str) -> None:
         sa, sb = split_of.get(a), split_of.get(b)
         if sa and sb and sa != sb:
+            if rank[sa] > rank[sb]:  # report (and --fix moves) the evaluation-side copy, keep the training one
+                a, b, sa, sb = b, a, sb, sa
             report.add("error", "leakage", b, f"{how} of {a}: one in {sa}, the other in {sb}", (a,))
         else:
             report.add("warning", f"{how.replace(' ', '_')}", b, f"{how} of {a}", (a,))

@@ -41,6 +41,11 @@ def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def _source_name(src: Path) -> str:
+    """A source's default name: its folder (for a COCO json, the folder holding it)."""
+    return src.resolve().parent.name if src.is_file() else src.resolve().name
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from training.importers import import_source
     from training.layout import Dataset
@@ -48,7 +53,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     try:
         summary = import_source(
-            args.format, args.src, Dataset(args.dataset), args.source or args.src.name, ClassMapping.load(args.mapping),
+            args.format, args.src, Dataset(args.dataset), args.source or _source_name(args.src), ClassMapping.load(args.mapping),
             group=args.group, images_dir=args.images, link=args.link,
         )
     except MappingError as exc:
@@ -195,12 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("format", choices=["yolo", "coco", "voc", "negatives"])
     p.add_argument("src", type=Path, help="YOLO folder, COCO json, VOC folder, or folder of negatives")
     p.add_argument("--dataset", type=Path, required=True, help="our dataset folder (created if missing)")
-    p.add_argument("--source", help="name of this source inside the dataset (default: the folder name)")
+    p.add_argument("--source", help="name of this source inside the dataset (default: its folder's name)")
     p.add_argument("--mapping", type=Path, help="YAML 'source class: taxonomy label|background'")
     p.add_argument("--images", type=Path, help="COCO: folder of the images (default: images/ beside the json)")
     p.add_argument("--group", default="file", help="file | folder | regex:PATTERN | csv:PATH; a group never straddles splits")
     p.add_argument("--link", action="store_true", help="symlink images instead of copying them")
-    p.set_defaults(run=cmd_import)
+    p.set_defaults(handler=cmd_import)
 
     p = sub.add_parser("check", help="find broken images and labels, duplicates and leakage", formatter_class=defaults)
     p.add_argument("dataset", type=Path)
@@ -208,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-distance", type=int, default=6, help="pHash Hamming distance for near duplicates")
     p.add_argument("--json", type=Path, help="also write the findings as JSON")
     p.add_argument("--show", type=int, default=0, help="print only the first N findings (0 = all)")
-    p.set_defaults(run=cmd_check)
+    p.set_defaults(handler=cmd_check)
 
     p = sub.add_parser("split", help="group-aware, stratified train/val/test split", formatter_class=defaults)
     p.add_argument("dataset", type=Path)
@@ -216,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-distance", type=int, default=6)
     p.add_argument("--holdout-source", action="append", help="keep this whole source out of train/val/test (repeatable)")
-    p.set_defaults(run=cmd_split)
+    p.set_defaults(handler=cmd_split)
 
     p = sub.add_parser("train", help="train or fine-tune (key=value passes more Ultralytics arguments)", formatter_class=defaults)
     p.add_argument("--data", type=Path, required=True, help="the dataset's data.yaml")
@@ -233,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="resume runs/<name>/weights/last.pt")
     p.add_argument("overrides", nargs="*", help="Ultralytics arguments, e.g. mosaic=0.5 lr0=0.005")
-    p.set_defaults(run=cmd_train)
+    p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics, calibrated thresholds and a model card", formatter_class=defaults)
     p.add_argument("--model", type=Path, required=True, help="e.g. runs/train/weights/best.pt")
@@ -245,14 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-recall", type=float, default=0.90)
     p.add_argument("--device", default="auto")
     p.add_argument("--card-notes", type=Path, help="markdown placed first in the card: data and limitations")
-    p.set_defaults(run=cmd_evaluate)
+    p.set_defaults(handler=cmd_evaluate)
 
     p = sub.add_parser("export", help="ONNX (and TensorRT on CUDA), checked against the .pt", formatter_class=defaults)
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--samples", type=Path, required=True, help="folder of sample images for the agreement check")
     p.add_argument("--max-samples", type=int, default=32)
     p.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine (CUDA machines)")
-    p.set_defaults(run=cmd_export)
+    p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("promote", help="copy a run into weights/ as a new version", formatter_class=defaults)
     p.add_argument("run", type=Path, help="the run folder (runs/<name>)")
@@ -263,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notes", help="free text for the manifest")
     p.add_argument("--no-current", action="store_true", help="add the version without making it current")
     p.add_argument("--uncalibrated", action="store_true", help="allow promoting without an evaluation")
-    p.set_defaults(run=cmd_promote)
+    p.set_defaults(handler=cmd_promote)
 
     p = sub.add_parser("placeholder", help="write an untrained model into weights/", formatter_class=defaults)
     p.add_argument("--weights", type=Path, default=Path("weights"))
@@ -272,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, default=416)
     p.add_argument("--version", default="v0")
     p.add_argument("--card", type=Path, help="markdown model card to ship with it")
-    p.set_defaults(run=cmd_placeholder)
+    p.set_defaults(handler=cmd_placeholder)
 
     from training import autolabel, build_default
 
@@ -284,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    return args.handler(args)
 
 
 if __name__ == "__main__":

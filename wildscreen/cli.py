@@ -153,26 +153,26 @@ def build_parser() -> argparse.ArgumentParser:
     screen.add_argument("--min-confidence", type=float, default=0.0, help="0 = the model's default")
     screen.add_argument("--classes", nargs="*", help="only these labels, e.g. ivory live_reptile")
     screen.add_argument("--max-detections", type=int, default=0)
-    screen.set_defaults(run=cmd_screen)
+    screen.set_defaults(handler=cmd_screen)
 
-    with_connection(sub.add_parser("info", help="print the served model's info")).set_defaults(run=cmd_info)
+    with_connection(sub.add_parser("info", help="print the served model's info")).set_defaults(handler=cmd_info)
 
     reload = with_connection(sub.add_parser("reload", help="admin: load the current (or a named) model version"))
     reload.add_argument("--version", help="a version in the server's weights/; default: the current one")
-    reload.set_defaults(run=cmd_reload)
+    reload.set_defaults(handler=cmd_reload)
 
     keys = sub.add_parser("keys", help="manage the server's API keys").add_subparsers(dest="keys_command", required=True)
     add = keys.add_parser("add", help="create a key; it is printed once and only its hash is stored")
     add.add_argument("name")
     add.add_argument("--role", choices=["screen", "admin"], default="screen")
     add.add_argument("--file", type=Path, default=Path(os.environ.get("WILDSCREEN_API_KEYS_FILE", "api-keys.json")))
-    add.set_defaults(run=cmd_keys_add)
+    add.set_defaults(handler=cmd_keys_add)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    return args.handler(args)
 
 
 if __name__ == "__main__":

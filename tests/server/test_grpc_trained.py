@@ -76,7 +76,9 @@ def test_engine_matches_ultralytics_predict(tiny_run, synthetic_dataset):
     best = tiny_run / "weights" / "best.pt"
     engine = candidate_engine(best, "cpu")
     reference = YOLO(str(best))
-    images = sorted((synthetic_dataset.parent / "images" / "test").glob("*.jpg"))[:8]
+    from training.layout import Dataset
+
+    images = Dataset(synthetic_dataset.parent).read_split("test")[:8]
     total = matched = 0
     for path in images:
         ours = engine.run([engine.decode_and_prepare(path.read_bytes(), keep_full_size=True)[1]], 0.1)[0]

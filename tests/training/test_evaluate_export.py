@@ -1,0 +1,56 @@
+"""Evaluation and export of a model that really learned something (the tiny synthetic-shapes model)."""
+
+import json
+
+import pytest
+
+from training.evaluate import EvaluationOptions, evaluate
+from training.export import export
+from training.layout import Dataset
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def evaluation(tiny_run, synthetic_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluation")
+    result = evaluate(EvaluationOptions(model=tiny_run / "weights" / "best.pt", data=synthetic_dataset, out=out, device="cpu"))
+    return out, result
+
+
+def test_detection_and_image_level_metrics(evaluation):
+    out, result = evaluation
+    detection = result["metrics"]["detection"]
+    for label in ("ivory", "pangolin_scales", "live_reptile"):
+        assert detection[label]["ap50"] > 0.5, (label, detection[label])
+    level = result["metrics"]["image_level"]["test"]
+    assert level["per_class"]["ivory"]["images"] > 0
+    assert 0.0 <= level["clean"]["flag_rate"] <= 1.0
+    assert json.loads((out / "metrics.json").read_text()) == result
+
+
+def test_thresholds_are_calibrated_on_val_and_measured_on_test(evaluation):
+    _, result = evaluation
+    for label, t in result["thresholds"].items():
+        assert t["calibration_split"] == "val"
+        assert 0 < t["review_threshold"] <= 1
+        assert t["flag_threshold"] is None or t["flag_threshold"] >= t["review_threshold"]
+        assert t["test"]["review"]["threshold"] == t["review_threshold"]
+
+
+def test_model_card_and_plots(evaluation):
+    out, _ = evaluation
+    card = (out / "model_card.md").read_text()
+    for heading in ("## What it saw", "## Detection metrics", "## Thresholds", "## Image-level results, test split"):
+        assert heading in card
+    for plot in ("image_pr_test.png", "confusion_matrix_normalized.png", "BoxPR_curve.png"):
+        assert (out / plot).stat().st_size > 1000 and f"]({plot})" in card
+
+
+def test_onnx_export_agrees_with_the_pt(tiny_run, synthetic_dataset):
+    samples = Dataset(synthetic_dataset.parent).read_split("test")[:8]
+    record = export(tiny_run / "weights" / "best.pt", samples)
+    agreement = record["onnx"]["agreement"]
+    assert agreement["reference_detections"] > 0
+    assert agreement["agrees"] and agreement["matched"] == agreement["reference_detections"]
+    assert (tiny_run / "weights" / "export.json").is_file()
