@@ -12,7 +12,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from server.auth import AuthInterceptor, KeyStore
 from server.config import ServerConfig
+from server.metrics import ObservabilityInterceptor, ServerMetrics
 from server.screening import Screener
 from server.servicer import ScreeningServicer
 from wildscreen.v1 import screening_pb2 as pb
@@ -43,14 +45,18 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
 
 
 class WildscreenServer:
-    def __init__(self, config: ServerConfig, interceptors: list[grpc.aio.ServerInterceptor] | None = None) -> None:
+    def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.screener = Screener(config)
+        self.metrics = ServerMetrics()
+        self.screener = Screener(config, self.metrics)
         self.health = health.aio.HealthServicer()
         self.servicer = ScreeningServicer(self.screener, config.max_stream_in_flight)
         limit = config.max_request_bytes + MESSAGE_OVERHEAD_BYTES
+        interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(self.metrics)]
+        if config.api_keys_file is not None:
+            interceptors.append(AuthInterceptor(KeyStore(config.api_keys_file)))
         self.server = grpc.aio.server(
-            interceptors=interceptors or [],
+            interceptors=interceptors,
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", -1)],
         )
         pb_grpc.add_ScreeningServicer_to_server(self.servicer, self.server)
@@ -76,6 +82,8 @@ class WildscreenServer:
             raise OSError(f"could not bind {self.config.address}")
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
+        if self.config.metrics_port:
+            self.metrics.serve(self.config.host, self.config.metrics_port)
         log.info("listening", extra={"fields": {"address": self.config.address, "port": self.port, "tls": self.config.tls}})
         await self.screener.load(self.config.model_version or None)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)

@@ -1,10 +1,10 @@
 """Model backends: a uint8 batch of letterboxed images in, the raw detection head output out.
 
-    batch (B, S, S, 3) uint8 BGR  ->  forward()  ->  (B, 4 + classes, anchors) float tensor
+    batch (B, 3, S, S) uint8 RGB  ->  forward()  ->  (B, 4 + classes, anchors) float tensor
 
-Both backends do the same normalisation (BGR->RGB, /255, NCHW) as vectorised tensor or array
-ops, so NMS and everything after it is shared. The torch backend is the reference; ONNX Runtime
-is used on CPU when `weights/` holds an export that agreed with it and it is faster here.
+Both backends scale to 0..1 as one vectorised op, so NMS and everything after it is shared. The
+torch backend is the reference; ONNX Runtime is used on CPU when `weights/` holds an export that
+agreed with it and it is faster here.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Backend(Protocol):
     device: torch.device
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """(B, S, S, 3) uint8 BGR on the CPU -> raw predictions, on `device`."""
+        """(B, 3, S, S) uint8 RGB, on `device` -> raw predictions, on `device`."""
         ...
 
 
@@ -59,12 +59,8 @@ class TorchBackend:
 
     @torch.inference_mode()
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cuda":
-            batch = batch.pin_memory().to(self.device, non_blocking=True)
-        x = batch.permute(0, 3, 1, 2).flip(1)  # NHWC BGR -> NCHW RGB
-        x = x.half() if self.half else x.float()
-        x = x.mul_(1.0 / 255.0)
-        out = self.model(x)
+        x = batch.half() if self.half else batch.float()
+        out = self.model(x.mul_(1.0 / 255.0))
         return out[0] if isinstance(out, (list, tuple)) else out
 
 
@@ -86,6 +82,6 @@ class OnnxBackend:
         self.name = "onnxruntime"
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        x = batch.permute(0, 3, 1, 2).flip(1).float().mul_(1.0 / 255.0).contiguous()
+        x = batch.float().mul_(1.0 / 255.0).contiguous()
         (out,) = self.session.run(None, {self.input_name: x.numpy()})[:1]
         return torch.from_numpy(np.asarray(out))

@@ -166,7 +166,11 @@ class DynamicBatcher(Generic[Item, Result]):
         self.stats.items += len(batch)
         for p, result in zip(batch, results):
             info = BatchInfo(len(batch), (start - p.enqueued) * 1000.0, (done - start) * 1000.0)
-            if not p.future.done():
+            if p.future.done():
+                continue
+            if isinstance(result, Exception):  # this item alone failed (e.g. its JPEG on the GPU)
+                p.future.set_exception(result)
+            else:
                 p.future.set_result((result, info))
         if self._on_batch is not None:
             self._on_batch(BatchInfo(len(batch), 0.0, (done - start) * 1000.0))

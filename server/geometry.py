@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 PAD_VALUE = 114
 
@@ -25,6 +27,24 @@ _ORIENTATION_OPS = {
     7: ("transpose", "rot180"),
     8: ("rot90ccw",),
 }
+
+
+def apply_orientation_tensor(image: torch.Tensor, orientation: int) -> torch.Tensor:
+    """apply_orientation for a (C, H, W) tensor, on whatever device it lives on."""
+    for op in _ORIENTATION_OPS.get(orientation, ()):
+        if op == "flip_lr":
+            image = image.flip(-1)
+        elif op == "flip_ud":
+            image = image.flip(-2)
+        elif op == "rot180":
+            image = image.flip(-1, -2)
+        elif op == "transpose":
+            image = image.transpose(-1, -2)
+        elif op == "rot90cw":
+            image = image.transpose(-1, -2).flip(-1)
+        elif op == "rot90ccw":
+            image = image.transpose(-1, -2).flip(-2)
+    return image
 
 
 def upright_size(width: int, height: int, orientation: int) -> tuple[int, int]:
@@ -87,6 +107,15 @@ class Letterbox:
         if (image.shape[1], image.shape[0]) != (self.resized_width, self.resized_height):
             image = cv2.resize(image, (self.resized_width, self.resized_height), interpolation=cv2.INTER_LINEAR)
         out[self.top : self.top + self.resized_height, self.left : self.left + self.resized_width] = image
+        return out
+
+    def apply_tensor(self, image: torch.Tensor) -> torch.Tensor:
+        """`apply` for a (3, H, W) uint8 tensor (e.g. decoded on the GPU): bilinear resize, grey padding."""
+        out = torch.full((image.shape[0], self.size, self.size), PAD_VALUE, dtype=torch.uint8, device=image.device)
+        if (image.shape[2], image.shape[1]) != (self.resized_width, self.resized_height):
+            resized = F.interpolate(image[None].float(), size=(self.resized_height, self.resized_width), mode="bilinear", align_corners=False)
+            image = resized[0].round_().clamp_(0, 255).to(torch.uint8)
+        out[:, self.top : self.top + self.resized_height, self.left : self.left + self.resized_width] = image
         return out
 
     def boxes_to_source(self, xyxy: np.ndarray, target_width: int | None = None, target_height: int | None = None) -> np.ndarray:

@@ -49,6 +49,8 @@ class ImageHeader:
     height: int
     orientation: int
     has_alpha: bool
+    mode: str = "RGB"
+    """Pillow's mode of the stored pixels (RGB, L, CMYK, RGBA, P, I;16, ...)."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ def probe(data: bytes, limits: DecodeLimits = DecodeLimits()) -> ImageHeader:
             f"the limit is {limits.max_pixels / 1e6:.1f} megapixels"
         )
     width, height = upright_size(stored_w, stored_h, orientation)
-    return ImageHeader(_REPORTED_FORMAT.get(fmt, fmt), width, height, orientation, has_alpha)
+    return ImageHeader(_REPORTED_FORMAT.get(fmt, fmt), width, height, orientation, has_alpha, mode)
 
 
 def _open_header(data: bytes) -> Image.Image:

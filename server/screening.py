@@ -1,10 +1,14 @@
 """The screening core, protocol-agnostic: bytes in, verdict and detections out.
 
-    validate -> decode + letterbox (worker threads) -> batcher -> model -> verdict -> overlay
+    admit -> validate -> decode + letterbox (worker threads) -> batcher -> model -> verdict -> overlay
 
 The gRPC servicer only translates protos to `ScreenJob` and `ScreenResult` back. Every result
-names the model manifest and the thresholds that produced it. A model swap (hot reload) starts a
-new `ModelRuntime`, points new requests at it and lets the old one finish what it holds.
+names the model manifest and the thresholds that produced it.
+
+Admission is bounded: at most `max_queue_size + max_batch_size` images are between arrival and
+answer; the next one gets Overloaded at once. A model swap (hot reload) loads and warms up a new
+`ModelRuntime`, points new requests at it, and closes the old one once the requests that started
+on it have finished: no request is dropped and each is answered by one model from start to end.
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from server.batching import BatchInfo, DynamicBatcher
+from server.batching import DynamicBatcher
 from server.config import ServerConfig
 from server.detections import Detections
 from server.engine import NMS_MAX_DETECTIONS, InferenceEngine, PreparedImage
-from server.errors import InvalidInput, ModelError, NotReady
-from server.imageio import DecodeLimits, encode
+from server.errors import DeadlineExpired, InvalidInput, ModelError, NotReady, Overloaded
+from server.imageio import DecodedImage, DecodeLimits, encode
 from server.manifest import ModelManifest, WeightsStore
+from server.metrics import ServerMetrics
 from server.overlay import draw_overlay
 from server.policy import ClassPolicy, Verdict, decide, verdicts_for
 from server.taxonomy import LABELS, by_label
@@ -67,6 +72,8 @@ class ScreenResult:
     min_confidence: float
     timing: Timing
     batch_size: int
+    deciding_class: int | None
+    """The class of the strongest detection behind a REVIEW or FLAG; None for CLEAR."""
     overlay: bytes = b""
 
 
@@ -78,18 +85,34 @@ class _BatchItem:
 
 @dataclass
 class ModelRuntime:
-    """One loaded model and the batcher that feeds it."""
+    """One loaded model, the batcher that feeds it, and the requests using it."""
 
     engine: InferenceEngine
     batcher: DynamicBatcher[_BatchItem, Detections]
-    loaded_at: float = field(default_factory=time.time)
+    users: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def manifest(self) -> ModelManifest:
         return self.engine.manifest
 
+    def acquire(self) -> None:
+        self.users += 1
+        self.idle.clear()
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users == 0:
+            self.idle.set()
+
+    async def retire(self) -> None:
+        """Wait for the requests that started on this model, then stop its batcher."""
+        if self.users:
+            await self.idle.wait()
+        await self.batcher.close()
+
     @classmethod
-    async def start(cls, config: ServerConfig, version: str | None, on_batch=None) -> ModelRuntime:
+    async def start(cls, config: ServerConfig, version: str | None, metrics: ServerMetrics | None) -> ModelRuntime:
         def load() -> InferenceEngine:
             engine = InferenceEngine.load(
                 WeightsStore(config.weights_dir), version or None, config.device, config.backend,
@@ -104,11 +127,15 @@ class ModelRuntime:
             floor = min(item.nms_confidence for item in items)
             return engine.run([item.prepared for item in items], floor)
 
+        on_batch = (lambda info: metrics.observe_batch(info.size)) if metrics else None
+        # The admission limit in Screener bounds what reaches this queue; the queue bound is the backstop.
         batcher: DynamicBatcher[_BatchItem, Detections] = DynamicBatcher(
-            run_batch, config.max_batch_size, config.max_batch_delay_ms, config.max_queue_size, on_batch
+            run_batch, config.max_batch_size, config.max_batch_delay_ms, config.max_queue_size + config.max_batch_size, on_batch
         )
         batcher.start()
-        return cls(engine, batcher)
+        runtime = cls(engine, batcher)
+        runtime.idle.set()
+        return runtime
 
 
 def validate(job: ScreenJob, default_max_detections: int) -> tuple[frozenset[int] | None, int]:
@@ -126,13 +153,15 @@ def validate(job: ScreenJob, default_max_detections: int) -> tuple[frozenset[int
 
 
 class Screener:
-    def __init__(self, config: ServerConfig, on_batch=None) -> None:
+    def __init__(self, config: ServerConfig, metrics: ServerMetrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics
         self.limits = DecodeLimits(config.max_request_bytes, config.max_image_pixels)
+        self.max_in_flight = config.max_queue_size + config.max_batch_size
+        self.in_flight = 0
         self._pool = ThreadPoolExecutor(max_workers=config.decode_workers or None, thread_name_prefix="decode")
         self._runtime: ModelRuntime | None = None
         self._reload_lock = asyncio.Lock()
-        self._on_batch = on_batch
 
     @property
     def runtime(self) -> ModelRuntime:
@@ -145,36 +174,57 @@ class Screener:
         the requests it holds. On failure the old model keeps serving and ModelError is raised."""
         async with self._reload_lock:
             try:
-                new = await ModelRuntime.start(self.config, version, self._on_batch)
+                new = await ModelRuntime.start(self.config, version, self.metrics)
             except ModelError:
                 raise
             except Exception as exc:
                 raise ModelError(f"could not load model {version or '(current)'}: {exc}") from exc
             old, self._runtime = self._runtime, new
-            log.info("model loaded", extra={"fields": {"version": new.manifest.version, "backend": new.engine.backend.name,
-                                                        "device": new.engine.device}})
+            m = new.manifest
+            if self.metrics is not None:
+                self.metrics.observe_model(m.name, m.version, m.sha256, new.engine.backend.name, new.engine.device)
+            log.info("model loaded", extra={"fields": {"version": m.version, "backend": new.engine.backend.name,
+                                                        "device": new.engine.device, "trained": m.trained}})
         if old is not None:
-            await old.batcher.close()
+            await old.retire()
+            log.info("previous model retired", extra={"fields": {"version": old.manifest.version}})
         return new.manifest
 
     async def close(self) -> None:
         if self._runtime is not None:
-            await self._runtime.batcher.close()
+            await self._runtime.retire()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _decode_and_prepare(self, engine: InferenceEngine, job: ScreenJob):
+    def _decode_and_prepare(self, engine: InferenceEngine, job: ScreenJob) -> tuple[DecodedImage | None, PreparedImage, float]:
         start = time.perf_counter()
         image, prepared = engine.decode_and_prepare(job.image, self.limits, keep_full_size=bool(job.overlay))
         return (image if job.overlay else None), prepared, (time.perf_counter() - start) * 1000.0
 
-    def _render_overlay(self, image, detections: Detections, caption: str, fmt: str) -> bytes:
+    def _render_overlay(self, image: DecodedImage, detections: Detections, caption: str, fmt: str) -> bytes:
         return encode(draw_overlay(image.pixels, detections, caption), fmt)
 
     async def screen(self, job: ScreenJob, deadline: float | None = None) -> ScreenResult:
         """Screen one image; `deadline` is a time.monotonic() after which the caller has gone."""
+        if self.in_flight >= self.max_in_flight:
+            raise Overloaded(f"server busy: {self.max_in_flight} images in flight; retry with backoff")
+        runtime = self.runtime  # this request stays on this model even if a reload swaps it
+        self.in_flight += 1
+        runtime.acquire()
+        if self.metrics is not None:
+            self.metrics.in_flight.set(self.in_flight)
+        try:
+            return await self._screen(runtime, job, deadline)
+        finally:
+            runtime.release()
+            self.in_flight -= 1
+            if self.metrics is not None:
+                self.metrics.in_flight.set(self.in_flight)
+
+    async def _screen(self, runtime: ModelRuntime, job: ScreenJob, deadline: float | None) -> ScreenResult:
         start = time.perf_counter()
         class_ids, max_detections = validate(job, self.config.default_max_detections)
-        runtime = self.runtime  # this request stays on this model even if a reload swaps it
+        if deadline is not None and time.monotonic() >= deadline:
+            raise DeadlineExpired("deadline passed before screening started")
         manifest = runtime.manifest
         policies = manifest.policies
         screened = tuple(p for p in manifest.classes if class_ids is None or p.id in class_ids)
@@ -186,7 +236,9 @@ class Screener:
         raw, batch = await runtime.batcher.submit(_BatchItem(prepared, nms_confidence), job.request_id, deadline)
 
         candidates = raw.of_classes(class_ids)
-        verdict = decide(verdicts_for(policies, candidates.class_id, candidates.confidence))
+        candidate_verdicts = verdicts_for(policies, candidates.class_id, candidates.confidence)
+        verdict = decide(candidate_verdicts)
+        deciding = next((int(c) for c, v in zip(candidates.class_id, candidate_verdicts) if v == verdict), None)
         listed = candidates.above(listed_min)[:max_detections]
         overlay = b""
         if job.overlay:
@@ -204,5 +256,6 @@ class Screener:
             min_confidence=listed_min,
             timing=Timing(decode_ms, batch.queue_ms, batch.inference_ms, (time.perf_counter() - start) * 1000.0),
             batch_size=batch.size,
+            deciding_class=deciding if verdict != Verdict.CLEAR else None,
             overlay=overlay,
         )

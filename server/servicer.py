@@ -24,6 +24,7 @@ from wildscreen.v1 import screening_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 _OVERLAY = {pb.OVERLAY_FORMAT_NONE: "", pb.OVERLAY_FORMAT_JPEG: "jpeg", pb.OVERLAY_FORMAT_PNG: "png"}
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def _status_of(error: BaseException, request_id: str) -> tuple[grpc.StatusCode, str]:
@@ -97,19 +98,25 @@ class ScreeningServicer(pb_grpc.ScreeningServicer):
         self.screener = screener
         self.max_stream_in_flight = max_stream_in_flight
 
-    async def Screen(self, request: pb.ScreenRequest, context: grpc.aio.ServicerContext) -> pb.ScreenResponse:
+    async def _screen_one(self, request: pb.ScreenRequest, deadline: float | None) -> pb.ScreenResponse:
+        """Screen one image; a failure becomes a response with `error` set (Screen turns it into a status)."""
+        metrics = self.screener.metrics
         try:
-            result = await self.screener.screen(job_from_proto(request), deadline_of(context))
-        except Exception as exc:
-            await context.abort(*_status_of(exc, request.request_id))
-        return response_from_result(result)
-
-    async def _screen_for_stream(self, request: pb.ScreenRequest, deadline: float | None) -> pb.ScreenResponse:
-        try:
-            return response_from_result(await self.screener.screen(job_from_proto(request), deadline))
+            result = await self.screener.screen(job_from_proto(request), deadline)
         except Exception as exc:
             code, message = _status_of(exc, request.request_id)
+            if metrics is not None:
+                metrics.observe_image(code)
             return pb.ScreenResponse(request_id=request.request_id, error=pb.Error(code=code.value[0], message=message))
+        if metrics is not None:
+            metrics.observe_image(grpc.StatusCode.OK, result)
+        return response_from_result(result)
+
+    async def Screen(self, request: pb.ScreenRequest, context: grpc.aio.ServicerContext) -> pb.ScreenResponse:
+        response = await self._screen_one(request, deadline_of(context))
+        if response.HasField("error"):
+            await context.abort(_CODES[response.error.code], response.error.message)
+        return response
 
     async def ScreenStream(
         self, request_iterator: AsyncIterator[pb.ScreenRequest], context: grpc.aio.ServicerContext
@@ -123,7 +130,7 @@ class ScreeningServicer(pb_grpc.ScreeningServicer):
             try:
                 async for request in request_iterator:
                     await window.acquire()
-                    await in_order.put(asyncio.ensure_future(self._screen_for_stream(request, deadline)))
+                    await in_order.put(asyncio.ensure_future(self._screen_one(request, deadline)))
             finally:
                 await in_order.put(None)
 

@@ -1,7 +1,256 @@
-"""`training autolabel`: propose boxes for images labelled per image (issue 5, not yet built)."""
+"""`training autolabel`: propose boxes for images that are labelled per image, not per box.
+
+Seizure archives and reference collections are sorted into folders by class; a detector needs
+boxes. Two proposers:
+
+- `segment`, for one object on a plain background (museum and studio shots): the background colour
+  is estimated from the image border, everything far from it (in Lab) is foreground, and each
+  large connected component is one object. An image whose border is not plain, or whose
+  foreground fills the frame or is tiny, is not guessed.
+- `detect`, for photos in the wild: a detector trained on the boxed data proposes boxes; a box is
+  kept only when its confidence is high and its class agrees with the image's label (`--any-class`
+  accepts any class, for a class the proposer has never seen, such as pangolins).
+
+Images that get no confident box are listed in needs_review.txt for a person. Contact sheets
+(PNG grids with the proposed boxes drawn) go into the output folder: look at them.
+"""
 
 from __future__ import annotations
 
+import argparse
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from server.detections import Detections
+from server.imageio import decode
+from server.overlay import draw_overlay
+from server.taxonomy import LABELS, NAMES, by_label
+from training.layout import IMAGE_SUFFIXES, LabelBox, write_labels
+
+ANALYSIS_SIDE = 256
+
+
+@dataclass(frozen=True)
+class Proposal:
+    image: Path
+    boxes: list[tuple[float, float, float, float]]
+    """Pixels of the upright image."""
+    score: float
+    reason: str = ""
+    """Why no box was proposed; empty when boxes were."""
+    size: tuple[int, int] = (0, 0)
+
+
+def segment_plain_background(image: np.ndarray, min_area: float = 0.01, max_fill: float = 0.92) -> tuple[list, float, str]:
+    """Boxes of the objects on a plain background, a quality score in 0..1, and a reason when none."""
+    height, width = image.shape[:2]
+    scale = ANALYSIS_SIDE / max(height, width)
+    small = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+    lab = cv2.cvtColor(small, cv2.COLOR_BGR2LAB).astype(np.float32)
+    background = _background_model(lab)
+    edge = np.zeros(lab.shape[:2], bool)
+    edge[:4], edge[-4:], edge[:, :4], edge[:, -4:] = True, True, True, True
+    residual = np.linalg.norm(lab - background, axis=2)
+    spread = float(np.percentile(residual[edge], 90))
+    if spread > 14:
+        return [], 0.0, f"background not plain (border spread {spread:.0f})"
+    mask = (residual > max(14.0, 2.5 * spread + 8.0)).astype(np.uint8)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    area = small.shape[0] * small.shape[1]
+    boxes = []
+    for i in range(1, count):
+        x, y, w, h, pixels = stats[i]
+        if pixels >= min_area * area:
+            boxes.append((x / scale, y / scale, (x + w) / scale, (y + h) / scale))
+    if not boxes:
+        return [], 0.0, "no object stands out from the background"
+    boxes = _merge_overlapping(boxes)
+    fill = sum((x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in boxes) / (width * height)
+    if fill > max_fill:
+        return [], 0.0, f"object fills the frame ({fill:.0%}): cannot tell object from background"
+    if len(boxes) > 6:
+        return [], 0.0, f"{len(boxes)} separate regions: cluttered, not one object on a plain background"
+    return boxes, float(np.clip(1.0 - spread / 14.0, 0.0, 1.0)), ""
+
+
+def _background_model(lab: np.ndarray, border: int = 4) -> np.ndarray:
+    """A smooth (quadratic) background fitted to the image border: studio sweeps shade from light to
+    dark, and a single background colour would call half of such a backdrop foreground."""
+    h, w = lab.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w]
+    x, y = xs / max(w - 1, 1) - 0.5, ys / max(h - 1, 1) - 0.5
+    design = np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=-1)
+    edge = np.zeros((h, w), bool)
+    edge[:border], edge[-border:], edge[:, :border], edge[:, -border:] = True, True, True, True
+    # Robust fit: fit, drop the border pixels furthest off (an object touching the border), refit.
+    keep = edge.copy()
+    for _ in range(2):
+        coeffs, *_ = np.linalg.lstsq(design[keep], lab[keep], rcond=None)
+        fitted = design @ coeffs
+        off = np.linalg.norm(lab - fitted, axis=2)
+        keep = edge & (off <= np.percentile(off[edge], 80))
+    return fitted
+
+
+def _merge_overlapping(boxes: list) -> list:
+    """Join boxes that overlap (an object broken into parts by a highlight or a gap)."""
+    merged = True
+    boxes = [list(b) for b in boxes]
+    while merged:
+        merged = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                a, c = boxes[i], boxes[j]
+                if a[0] <= c[2] and c[0] <= a[2] and a[1] <= c[3] and c[1] <= a[3]:
+                    boxes[i] = [min(a[0], c[0]), min(a[1], c[1]), max(a[2], c[2]), max(a[3], c[3])]
+                    del boxes[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return [tuple(b) for b in boxes]
+
+
+def propose_by_segmentation(images: list[Path]) -> list[Proposal]:
+    out = []
+    for path in tqdm(images, desc="segmenting", unit="img"):
+        try:
+            decoded = decode(path.read_bytes())
+        except Exception as exc:
+            out.append(Proposal(path, [], 0.0, f"unreadable: {exc}"))
+            continue
+        boxes, score, reason = segment_plain_background(decoded.pixels)
+        out.append(Proposal(path, boxes, score, reason, (decoded.width, decoded.height)))
+    return out
+
+
+def propose_by_detector(
+    images: list[Path], detector: Path, label: str, min_confidence: float = 0.5, any_class: bool = False,
+    device: str = "auto", batch: int = 8,
+) -> list[Proposal]:
+    from training.modelfile import candidate_engine
+
+    engine = candidate_engine(detector, device)
+    wanted = by_label(label).id
+    out = []
+    for start in tqdm(range(0, len(images), batch), desc=f"proposing {label}", unit="batch"):
+        chunk = images[start : start + batch]
+        prepared = []
+        for path in chunk:
+            prepared.append(engine.decode_and_prepare(path.read_bytes())[1])
+        for path, p, found in zip(chunk, prepared, engine.run(prepared, min_confidence)):
+            keep = found if any_class else found[found.class_id == wanted]
+            if len(keep):
+                out.append(Proposal(path, [tuple(map(float, b)) for b in keep.xyxy], float(keep.confidence.max()), "", (p.width, p.height)))
+            else:
+                best = f"best was {NAMES[int(found.class_id[0])]} {found.confidence[0]:.2f}" if len(found) else "nothing found"
+                out.append(Proposal(path, [], 0.0, f"no {label} box at confidence >= {min_confidence} ({best})", (p.width, p.height)))
+    return out
+
+
+def contact_sheet(proposals: list[Proposal], label: str, path: Path, cell: int = 200, columns: int = 8, limit: int = 64, seed: int = 0) -> Path:
+    """A grid of thumbnails with the proposed boxes drawn (random sample of at most `limit`)."""
+    sample = list(proposals)
+    random.Random(seed).shuffle(sample)
+    tiles = []
+    class_id = by_label(label).id
+    for p in sample[:limit]:
+        pixels = decode(p.image.read_bytes()).pixels
+        n = len(p.boxes)
+        detections = Detections(np.array(p.boxes, np.float32).reshape(-1, 4), np.full(n, p.score, np.float32), np.full(n, class_id, np.int64))
+        drawn = draw_overlay(pixels, detections) if n else pixels
+        scale = cell / max(drawn.shape[:2])
+        thumb = cv2.resize(drawn, (max(1, int(drawn.shape[1] * scale)), max(1, int(drawn.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+        tile = np.full((cell + 14, cell, 3), 255, np.uint8)
+        tile[: thumb.shape[0], : thumb.shape[1]] = thumb
+        cv2.putText(tile, p.image.name[:28], (2, cell + 11), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    while not tiles or len(tiles) % columns:
+        tiles.append(np.full((cell + 14, cell, 3), 255, np.uint8))
+    grid = np.vstack([np.hstack(tiles[i : i + columns]) for i in range(0, len(tiles), columns)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), grid)
+    return path
+
+
+@dataclass
+class AutolabelResult:
+    accepted: list[Proposal] = field(default_factory=list)
+    needs_review: list[Proposal] = field(default_factory=list)
+
+    def lines(self, label: str) -> list[str]:
+        total = len(self.accepted) + len(self.needs_review)
+        return [f"{label}: boxed {len(self.accepted)} of {total} images ({sum(len(p.boxes) for p in self.accepted)} boxes); "
+                f"{len(self.needs_review)} listed for a person"]
+
+
+def write_export(result: AutolabelResult, label: str, out: Path, source_root: Path) -> None:
+    """Accepted proposals as a YOLO export (images linked, labels written) that `training import yolo`
+    takes; the rest in needs_review.txt with the reason."""
+    class_id = by_label(label).id
+    for p in result.accepted:
+        rel = p.image.relative_to(source_root)
+        image_link = out / "images" / rel
+        image_link.parent.mkdir(parents=True, exist_ok=True)
+        if image_link.is_symlink() or image_link.exists():
+            image_link.unlink()
+        image_link.symlink_to(p.image.resolve())
+        w, h = p.size
+        write_labels((out / "labels" / rel).with_suffix(".txt"), [LabelBox.from_xyxy(class_id, b, w, h) for b in p.boxes])
+    (out / "data.yaml").write_text("names:\n" + "".join(f"  {k}: {v}\n" for k, v in NAMES.items()))
+    (out / "needs_review.txt").write_text("".join(f"{p.image}\t{p.reason}\n" for p in result.needs_review))
+
+
+def autolabel(
+    images: list[Path], label: str, method: str, out: Path, source_root: Path, detector: Path | None = None,
+    min_confidence: float = 0.5, any_class: bool = False, device: str = "auto",
+) -> AutolabelResult:
+    if method == "segment":
+        proposals = propose_by_segmentation(images)
+    elif method == "detect":
+        if detector is None:
+            raise ValueError("--method detect needs --detector")
+        proposals = propose_by_detector(images, detector, label, min_confidence, any_class, device)
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    result = AutolabelResult([p for p in proposals if p.boxes], [p for p in proposals if not p.boxes])
+    out.mkdir(parents=True, exist_ok=True)
+    write_export(result, label, out, source_root)
+    contact_sheet(result.accepted, label, out / f"contact_{label}.png")
+    if result.needs_review:
+        contact_sheet(result.needs_review, label, out / f"contact_{label}_needs_review.png")
+    return result
+
+
+def cmd_autolabel(args: argparse.Namespace) -> int:
+    images = sorted(p for p in Path(args.images).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        print(f"training autolabel: no images under {args.images}")
+        return 2
+    result = autolabel(images, args.label, args.method, args.out, Path(args.images), args.detector, args.min_confidence,
+                       args.any_class, args.device)
+    print("\n".join(result.lines(args.label)))
+    print(f"wrote {args.out} (import it with `training import yolo {args.out} --dataset ...`), "
+          f"contact sheets contact_{args.label}*.png, and needs_review.txt")
+    return 0
+
 
 def add_parser(sub) -> None:
-    return None
+    p = sub.add_parser("autolabel", help="propose boxes for images labelled per image",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("images", type=Path, help="folder of images that all show --label")
+    p.add_argument("--label", required=True, choices=LABELS)
+    p.add_argument("--method", choices=["segment", "detect"], required=True)
+    p.add_argument("--detector", type=Path, help="for --method detect: a trained .pt")
+    p.add_argument("--min-confidence", type=float, default=0.5)
+    p.add_argument("--any-class", action="store_true", help="accept boxes of any class (the proposer never saw this one)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", type=Path, required=True, help="YOLO export of the accepted boxes, contact sheets, needs_review.txt")
+    p.set_defaults(handler=cmd_autolabel)

@@ -1,7 +1,289 @@
-"""`training build-default`: the default dataset from ../shared (issue 5, not yet built)."""
+"""`training build-default`: the default dataset, built reproducibly from ../shared.
+
+    python -m training build-default --shared ../shared --out data/default
+
+Stages (each skipped when its output exists, so an interrupted build resumes):
+1. views     pick and cap the images of each source (seeded), as folders of symlinks
+2. ivory     box the museum ivory by plain-background segmentation
+3. proposer  train a detector on the boxed sources (tiger frames, boxed snakes, segmented ivory)
+             with the look-alikes as background; then, for `--rounds` > 1, again with the accepted
+             proposals added
+4. propose   box the reptile folders and the pangolins with it; unboxed images are listed
+5. dataset   import everything into data/default/dataset, check --fix, group-aware split with
+             whole sources held out for the out-of-source check; BUILD.md records what and why
+
+The choices (caps, exclusions, held-out sources) are in SOURCES below, written down on purpose.
+"""
 
 from __future__ import annotations
 
+import argparse
+import csv
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from training.autolabel import AutolabelResult, contact_sheet, propose_by_detector, propose_by_segmentation, write_export
+from training.check import check_dataset, fix
+from training.importers import import_source
+from training.layout import IMAGE_SUFFIXES, Dataset
+from training.mapping import ClassMapping
+from training.split import split_dataset
+
+REPTILE_FOLDERS = ("Crocodile_Alligator", "Gecko", "Iguana", "Lizard", "Snake", "Turtle_Tortoise")
+HOLDOUT_SOURCES = ("reptiles-chameleon", "met-bone", "misc-products")
+
+
+@dataclass(frozen=True)
+class Caps:
+    ivory: int = 600
+    met_negatives: int = 500
+    amphibians: int = 250
+    tiger_every_nth_frame: int = 2
+    reptiles_per_folder: int = 150
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _link_view(files: list[Path], root: Path, view: Path) -> Path:
+    """A folder of symlinks to `files` (relative layout kept): a capped, filtered view of a source."""
+    for f in files:
+        target = view / f.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            target.symlink_to(f.resolve())
+    return view
+
+
+def _sample(files: list[Path], n: int, seed: int) -> list[Path]:
+    files = sorted(files)
+    random.Random(seed).shuffle(files)
+    return sorted(files[:n])
+
+
+def met_rows(shared: Path) -> list[dict]:
+    with open(shared / "data" / "met-ivory" / "labels.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def is_painting(row: dict) -> bool:
+    """Portrait miniatures and other painted surfaces: the material is under paint, a detector
+    cannot see it. Left out of both ivory and the negatives (written down in BUILD.md)."""
+    return "painting" in row["object_name"].lower() or "watercolor" in row["medium"].lower()
+
+
+def build_views(shared: Path, work: Path, caps: Caps, seed: int) -> dict[str, Path]:
+    data = shared / "data"
+    views = {}
+    rows = met_rows(shared)
+    met = data / "met-ivory"
+    ivory = [met / r["file"] for r in rows if r["class"] == "ivory" and not is_painting(r)]
+    views["met-ivory"] = _link_view(_sample(ivory, caps.ivory, seed), met, work / "views" / "met-ivory")
+    plain_negatives = [met / r["file"] for r in rows if r["class"] == "none" and r["material_note"] == "non-ivory museum object" and not is_painting(r)]
+    views["met-negatives"] = _link_view(_sample(plain_negatives, caps.met_negatives, seed), met, work / "views" / "met-negatives")
+    bone = [met / r["file"] for r in rows if r["class"] == "none" and r["material_note"] != "non-ivory museum object"]
+    views["met-bone"] = _link_view(bone, met, work / "views" / "met-bone")
+    tiger = data / "tiger-video"
+    frames = [p for p in _images(tiger / "images") if int(re.search(r"(\d+)", p.stem).group(1)) % (2 * caps.tiger_every_nth_frame) == 0]
+    views["tiger-video"] = _link_view(frames, tiger, work / "views" / "tiger-video")
+    for sub in ("labels",):
+        for label in _images_or_txt(tiger / sub):
+            target = work / "views" / "tiger-video" / label.relative_to(tiger)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                target.symlink_to(label.resolve())
+    amphibians = _images(data / "amphibians")
+    views["amphibians"] = _link_view(_sample(amphibians, caps.amphibians, seed), data / "amphibians", work / "views" / "amphibians")
+    views["caltech-lookalikes"] = data / "negatives" / "caltech"
+    views["misc-products"] = data / "negatives" / "misc"
+    for folder in REPTILE_FOLDERS + ("Chameleon",):
+        views[f"reptiles-{folder.lower()}"] = data / "reptiles" / folder
+    views["pangolins"] = data / "pangolins"
+    views["snakes-boxed"] = data / "snakes-boxed"
+    return views
+
+
+def _images_or_txt(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.txt"))
+
+
+def tiger_groups(view: Path, out: Path, frames_per_group: int = 40) -> Path:
+    """Frames of one video: every `frames_per_group` frames are one group, so that the split is by time."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "group"])
+        for p in _images(view / "images"):
+            frame = int(re.search(r"(\d+)", p.stem).group(1))
+            writer.writerow([p.relative_to(view / "images").as_posix(), f"t{frame // frames_per_group:03d}"])
+    return out
+
+
+def met_groups(shared: Path, out: Path) -> Path:
+    """One museum object, one group (some objects have several photographs)."""
+    with open(out, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "group"])
+        for r in met_rows(shared):
+            writer.writerow([Path(r["file"]).name, f"met{r['object_id']}"])
+    return out
+
+
+def box_ivory(view: Path, out: Path) -> AutolabelResult:
+    proposals = propose_by_segmentation(_images(view))
+    result = AutolabelResult([p for p in proposals if p.boxes], [p for p in proposals if not p.boxes])
+    write_export(result, "ivory", out, view)
+    contact_sheet(result.accepted, "ivory", out / "contact_ivory.png")
+    contact_sheet(result.needs_review, "ivory", out / "contact_ivory_needs_review.png")
+    return result
+
+
+def seed_dataset(work: Path, views: dict[str, Path], ivory_export: Path, shared: Path, extra: dict[str, Path]) -> Dataset:
+    """The boxed sources plus look-alike negatives: what the proposal detector learns from."""
+    ds = Dataset(work / f"proposer-data-{len(extra)}")
+    if ds.data_yaml.exists() and ds.read_splits()["train"]:
+        return ds
+    snakes = ClassMapping({"snake": "live_reptile"})
+    import_source("yolo", views["tiger-video"], ds, "tiger-video", ClassMapping({"tiger": "tiger_parts"}),
+                  group=f"csv:{tiger_groups(views['tiger-video'], work / 'tiger_groups.csv')}", link=True, names={0: "tiger"})
+    import_source("yolo", views["snakes-boxed"], ds, "snakes-boxed", snakes, link=True, names={0: "snake"})
+    import_source("yolo", ivory_export, ds, "met-ivory", ClassMapping(), group=f"csv:{met_groups(shared, work / 'met_groups.csv')}", link=True)
+    import_source("negatives", views["met-negatives"], ds, "met-negatives", ClassMapping(), link=True)
+    import_source("negatives", views["caltech-lookalikes"], ds, "caltech-lookalikes", ClassMapping(), group="folder", link=True)
+    for name, export in extra.items():
+        import_source("yolo", export, ds, name, ClassMapping(), link=True)
+    split_dataset(ds, fractions=(0.9, 0.1, 0.0), seed=0)
+    return ds
+
+
+def train_proposer(ds: Dataset, work: Path, base: Path, epochs: int, device: str, round_: int, previous: Path | None) -> Path:
+    from training.train import TrainOptions, train
+
+    best = work / f"proposer-{round_}" / "weights" / "best.pt"
+    if best.exists():
+        return best
+    train(TrainOptions(
+        data=ds.data_yaml, model=str(previous or base), epochs=epochs, imgsz=320, batch=16, device=device, workers=2,
+        freeze=10, project=work, name=f"proposer-{round_}", overrides={"plots": False, "patience": epochs},
+    ))
+    return best
+
+
+def propose_folders(views: dict[str, Path], proposer: Path, out: Path, device: str, caps: Caps, seed: int) -> dict[str, Path]:
+    """Box each reptile folder and the pangolins; returns source name -> YOLO export of accepted boxes."""
+    exports = {}
+    jobs = [(f"reptiles-{f.lower()}", "live_reptile", False, 0.4) for f in REPTILE_FOLDERS + ("Chameleon",)]
+    jobs.append(("pangolins", "pangolin_scales", True, 0.3))
+    for name, label, any_class, threshold in jobs:
+        target = out / name
+        if not (target / "needs_review.txt").exists():
+            proposals = propose_by_detector(_images(views[name]), proposer, label, threshold, any_class, device)
+            accepted = [p for p in proposals if p.boxes]
+            if name.startswith("reptiles-") and name != "reptiles-chameleon":
+                keep = {p.image for p in _sample_proposals(accepted, caps.reptiles_per_folder, seed)}
+                accepted = [p for p in accepted if p.image in keep]
+            result = AutolabelResult(accepted, [p for p in proposals if not p.boxes])
+            write_export(result, label, target, views[name])
+            contact_sheet(result.accepted, label, target / f"contact_{label}.png")
+            if result.needs_review:
+                contact_sheet(result.needs_review, label, target / f"contact_{label}_needs_review.png")
+        exports[name] = target
+    return exports
+
+
+def _sample_proposals(proposals: list, n: int, seed: int) -> list:
+    items = sorted(proposals, key=lambda p: str(p.image))
+    random.Random(seed).shuffle(items)
+    return items[:n]
+
+
+def final_dataset(out: Path, views: dict[str, Path], ivory_export: Path, proposed: dict[str, Path], shared: Path, work: Path) -> Dataset:
+    ds = Dataset(out / "dataset")
+    import_source("yolo", views["tiger-video"], ds, "tiger-video", ClassMapping({"tiger": "tiger_parts"}),
+                  group=f"csv:{work / 'tiger_groups.csv'}", link=True, names={0: "tiger"}, image_label="tiger_parts")
+    import_source("yolo", views["snakes-boxed"], ds, "snakes-boxed", ClassMapping({"snake": "live_reptile"}), link=True,
+                  names={0: "snake"}, image_label="live_reptile")
+    import_source("yolo", ivory_export, ds, "met-ivory", ClassMapping(), group=f"csv:{work / 'met_groups.csv'}", link=True, image_label="ivory")
+    for name, export in proposed.items():
+        label = "pangolin_scales" if name == "pangolins" else "live_reptile"
+        import_source("yolo", export, ds, name, ClassMapping(), link=True, image_label=label)
+    # The held-out reptile folder goes in whole: unboxed images too, with their image-level label only.
+    chameleons = [Path(line.split("\t")[0]) for line in (proposed["reptiles-chameleon"] / "needs_review.txt").read_text().splitlines() if line]
+    if chameleons:
+        unboxed = _link_view(chameleons, views["reptiles-chameleon"], work / "views" / "chameleon-unboxed")
+        import_source("negatives", unboxed, ds, "reptiles-chameleon", ClassMapping(), link=True, image_label="live_reptile")
+    for name in ("met-negatives", "met-bone", "amphibians", "caltech-lookalikes", "misc-products"):
+        import_source("negatives", views[name], ds, name, ClassMapping(), group="folder" if name == "caltech-lookalikes" else "file", link=True)
+    report = check_dataset(ds)
+    moved = fix(ds, report)
+    split_dataset(ds, seed=0, holdout_sources=HOLDOUT_SOURCES)
+    (out / "check.json").write_text(json.dumps({"counts": report.counts(), "moved": moved}, indent=2))
+    return ds
+
+
+def build(shared: Path, out: Path, device: str = "auto", rounds: int = 2, proposer_epochs: int = 6, seed: int = 0, caps: Caps = Caps()) -> Dataset:
+    work = out / "work"
+    views = build_views(shared, work, caps, seed)
+    ivory_export = work / "autolabel" / "met-ivory"
+    if not (ivory_export / "needs_review.txt").exists():
+        box_ivory(views["met-ivory"], ivory_export)
+    base = shared / "weights" / "yolov5nu-coco.pt"
+    proposer, extra = None, {}
+    for round_ in range(1, rounds + 1):
+        ds = seed_dataset(work, views, ivory_export, shared, extra)
+        proposer = train_proposer(ds, work, base, proposer_epochs if round_ == 1 else max(2, proposer_epochs // 2), device, round_, proposer)
+        proposed = propose_folders(views, proposer, work / "autolabel" / f"round-{round_}", device, caps, seed)
+        extra = {k: v for k, v in proposed.items() if k != "reptiles-chameleon"}  # never learn from the held-out source
+    dataset = final_dataset(out, views, ivory_export, proposed, shared, work)
+    write_build_notes(out, dataset, caps, rounds, proposer)
+    return dataset
+
+
+def write_build_notes(out: Path, dataset: Dataset, caps: Caps, rounds: int, proposer: Path) -> None:
+    meta = dataset.read_meta()
+    counts: dict[str, dict[str, int]] = {}
+    for split, members in dataset.read_splits().items():
+        for p in members:
+            row = meta.get(dataset.relative(p))
+            source = row.source if row else "?"
+            entry = counts.setdefault(source, {})
+            entry[split] = entry.get(split, 0) + 1
+    lines = [
+        "# The default dataset, as built by `python -m training build-default`", "",
+        "Choices made on purpose:",
+        f"- museum ivory capped at {caps.ivory} objects (of 1,515) and museum non-ivory negatives at {caps.met_negatives}: "
+        "one object on a plain background must not become the whole of what ivory means;",
+        "- painted miniatures (watercolour on ivory, and the non-ivory ones) left out of both: the ivory is under the paint;",
+        f"- tiger video: every {2 * caps.tiger_every_nth_frame}th frame, grouped in 40-frame stretches so that the split is by time;",
+        f"- reptiles: at most {caps.reptiles_per_folder} boxed images per folder; Chameleon held out whole (out-of-source check);",
+        f"- amphibians capped at {caps.amphibians}, as background images (not reptiles);",
+        f"- held out of train/val/test: {', '.join(HOLDOUT_SOURCES)};",
+        f"- proposal detector: {rounds} round(s), the last one {proposer}.", "",
+        "| source | " + " | ".join(("train", "val", "test", "holdout")) + " |", "|---|---|---|---|---|",
+    ]
+    for source, entry in sorted(counts.items()):
+        lines.append(f"| {source} | " + " | ".join(str(entry.get(s, 0)) for s in ("train", "val", "test", "holdout")) + " |")
+    (out / "BUILD.md").write_text("\n".join(lines) + "\n")
+
+
+def cmd_build_default(args: argparse.Namespace) -> int:
+    dataset = build(args.shared, args.out, args.device, args.rounds, args.proposer_epochs, args.seed)
+    print((args.out / "BUILD.md").read_text())
+    print(f"data: {dataset.data_yaml}")
+    return 0
+
 
 def add_parser(sub) -> None:
-    return None
+    p = sub.add_parser("build-default", help="build the default dataset from ../shared",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--shared", type=Path, default=Path("../shared"))
+    p.add_argument("--out", type=Path, default=Path("data/default"))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--rounds", type=int, default=2, help="proposal detector rounds (2: retrain on accepted proposals)")
+    p.add_argument("--proposer-epochs", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=cmd_build_default)

@@ -26,7 +26,8 @@ from tqdm import tqdm
 from server.policy import ClassPolicy, Verdict
 from server.taxonomy import LABELS, TAXONOMY
 from training.calibrate import Calibration, calibrate_class, operating_point
-from training.layout import Dataset, read_labels
+from training.layout import Dataset
+from training.split import BACKGROUND, image_classes
 from training.modelfile import candidate_engine, checkpoint_facts
 
 SCORE_FLOOR = 0.01
@@ -61,9 +62,8 @@ def score_split(engine, dataset: Dataset, images: list[Path], batch: int, desc: 
     scores = np.zeros((len(images), len(TAXONOMY)), dtype=np.float32)
     truth = np.zeros((len(images), len(TAXONOMY)), dtype=bool)
     for i, image in enumerate(images):
-        for box in read_labels(dataset.label_path(image)):
-            if 0 <= box.class_id < len(TAXONOMY):
-                truth[i, box.class_id] = True
+        for label in image_classes(dataset, image, meta) - {BACKGROUND}:
+            truth[i, LABELS.index(label)] = True
     for start in tqdm(range(0, len(images), batch), desc=desc, unit="batch"):
         chunk = images[start : start + batch]
         prepared = [engine.decode_and_prepare(p.read_bytes())[1] for p in chunk]

@@ -43,13 +43,16 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
-def match(reference: Detections, candidate: Detections, floor: float) -> tuple[int, int, float, float]:
+def match(
+    reference: Detections, candidate: Detections, floor: float,
+    min_iou: float = MIN_IOU, max_confidence_difference: float = MAX_CONFIDENCE_DIFFERENCE,
+) -> tuple[int, int, float, float]:
     """Greedy one-to-one matching of the reference's detections that are clearly above `floor`
     (a detection right at the floor may fall either side of it and is not counted)."""
-    keep = reference.confidence >= floor + MAX_CONFIDENCE_DIFFERENCE
+    keep = reference.confidence >= floor + max_confidence_difference
     ref = reference[keep]
     used = np.zeros(len(candidate), dtype=bool)
-    matched, min_iou, max_diff = 0, 1.0, 0.0
+    matched, worst_iou, worst_diff = 0, 1.0, 0.0
     ious = box_iou(ref.xyxy, candidate.xyxy) if len(ref) and len(candidate) else np.zeros((len(ref), len(candidate)))
     for i in range(len(ref)):
         same_class = (candidate.class_id == ref.class_id[i]) & ~used
@@ -57,12 +60,12 @@ def match(reference: Detections, candidate: Detections, floor: float) -> tuple[i
             continue
         j = int(np.argmax(np.where(same_class, ious[i], -1)))
         diff = abs(float(candidate.confidence[j] - ref.confidence[i]))
-        if ious[i, j] >= MIN_IOU and diff <= MAX_CONFIDENCE_DIFFERENCE:
+        if ious[i, j] >= min_iou and diff <= max_confidence_difference:
             used[j] = True
             matched += 1
-            min_iou = min(min_iou, float(ious[i, j]))
-            max_diff = max(max_diff, diff)
-    return len(ref), matched, min_iou, max_diff
+            worst_iou = min(worst_iou, float(ious[i, j]))
+            worst_diff = max(worst_diff, diff)
+    return len(ref), matched, worst_iou, worst_diff
 
 
 def compare_engines(reference, candidate, images: list[Path], floor: float = 0.1, batch: int = 4) -> Agreement:

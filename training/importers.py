@@ -78,7 +78,7 @@ def group_rule(spec: str) -> Callable[[Path], str]:
 
 def _write(
     dataset: Dataset, source: str, items: list[SourceImage], mapping: ClassMapping, group_of: Callable[[Path], str],
-    link: bool,
+    link: bool, image_label: str = "",
 ) -> ImportSummary:
     mapping.check_covers({b[0] for item in items for b in item.boxes}, source)
     summary = ImportSummary(source)
@@ -112,7 +112,7 @@ def _write(
             summary.boxes[mapping.target(name)] += 1
         write_labels(dataset.label_path(target), boxes)
         rel = dataset.relative(target)
-        meta[rel] = MetaRow(rel, source, f"{source}/{group_of(item.relative)}", str(item.path))
+        meta[rel] = MetaRow(rel, source, f"{source}/{group_of(item.relative)}", str(item.path), image_label)
         summary.images += 1
         summary.background += not boxes
     dataset.write_meta(meta)
@@ -192,11 +192,17 @@ def read_negatives(folder: Path) -> list[SourceImage]:
 
 def import_source(
     fmt: str, src: Path, dataset: Dataset, source: str, mapping: ClassMapping, group: str = "file",
-    images_dir: Path | None = None, link: bool = False,
+    images_dir: Path | None = None, link: bool = False, names: dict[int, str] | None = None, image_label: str = "",
 ) -> ImportSummary:
-    """Import `src` in format yolo|coco|voc|negatives into `dataset` as `source`."""
+    """Import `src` in format yolo|coco|voc|negatives into `dataset` as `source`. `names` gives a
+    YOLO source's class names where it has no data.yaml; `image_label` records the image-level class
+    every image of this source shows (a folder-labelled source), boxed or not."""
+    if image_label and image_label != "background":
+        from server.taxonomy import by_label
+
+        by_label(image_label)
     if fmt == "yolo":
-        items = read_yolo(src)
+        items = read_yolo(src, names)
     elif fmt == "coco":
         items = read_coco(src, images_dir or src.parent / "images")
     elif fmt == "voc":
@@ -205,4 +211,4 @@ def import_source(
         items = read_negatives(src)
     else:
         raise ValueError(f"unknown format {fmt!r}")
-    return _write(dataset, source, items, mapping, group_rule(group), link)
+    return _write(dataset, source, items, mapping, group_rule(group), link, image_label)

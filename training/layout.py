@@ -27,7 +27,7 @@ from server.taxonomy import NAMES
 
 SPLITS = ("train", "val", "test", "holdout")
 """holdout: whole sources kept out of train/val/test, for the out-of-source check."""
-META_FIELDS = ("image", "source", "group", "origin")
+META_FIELDS = ("image", "source", "group", "origin", "label")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 
 
@@ -66,6 +66,9 @@ class MetaRow:
     group: str
     """Images of one group (listing, seizure, video segment, object) always land in one split."""
     origin: str
+    label: str = ""
+    """The image-level class from the source (e.g. its folder), when it has one: the truth for
+    image-level metrics even where no box could be drawn."""
 
 
 class Dataset:
@@ -105,7 +108,7 @@ class Dataset:
         if not self.meta_csv.exists():
             return {}
         with open(self.meta_csv, newline="") as f:
-            return {row["image"]: MetaRow(**{k: row[k] for k in META_FIELDS}) for row in csv.DictReader(f)}
+            return {row["image"]: MetaRow(**{k: row.get(k) or "" for k in META_FIELDS}) for row in csv.DictReader(f)}
 
     def write_meta(self, rows: dict[str, MetaRow]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

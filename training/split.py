@@ -35,9 +35,14 @@ class SplitSummary:
         return out
 
 
-def image_classes(dataset: Dataset, image: Path) -> set[str]:
+def image_classes(dataset: Dataset, image: Path, meta: dict | None = None) -> set[str]:
+    """Classes an image shows: from its boxes, and from its image-level label in meta.csv."""
     boxes = read_labels(dataset.label_path(image))
-    return {LABELS[b.class_id] for b in boxes if 0 <= b.class_id < len(LABELS)} or {BACKGROUND}
+    found = {LABELS[b.class_id] for b in boxes if 0 <= b.class_id < len(LABELS)}
+    row = (meta if meta is not None else dataset.read_meta()).get(dataset.relative(image))
+    if row is not None and row.label in LABELS:
+        found.add(row.label)
+    return found or {BACKGROUND}
 
 
 def split_dataset(
@@ -71,7 +76,7 @@ def split_dataset(
     for i, c in enumerate(component_of):
         components.setdefault(c, []).append(i)
 
-    classes = [image_classes(dataset, p) for p, _ in pool]
+    classes = [image_classes(dataset, p, meta) for p, _ in pool]
     totals = Counter(k for cs in classes for k in cs)
     rng = np.random.default_rng(seed)
     order = list(components.values())
@@ -101,7 +106,7 @@ def split_dataset(
     dataset.write_splits(splits)
     counts = {}
     for split, members in splits.items():
-        c = Counter(k for p in members for k in image_classes(dataset, p))
+        c = Counter(k for p in members for k in image_classes(dataset, p, meta))
         c["images"] = len(members)
         counts[split] = c
     return SplitSummary(counts, len(components))

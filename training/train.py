@@ -79,12 +79,13 @@ def dataset_counts(data: Path) -> dict[str, Any]:
 
     spec = yaml.safe_load(Path(data).read_text())
     dataset = Dataset(Path(spec["path"]))
+    meta = dataset.read_meta()
     out = {}
     for split, members in dataset.read_splits().items():
         if members:
             per_class: dict[str, int] = {}
             for image in members:
-                for k in image_classes(dataset, image):
+                for k in image_classes(dataset, image, meta):
                     per_class[k] = per_class.get(k, 0) + 1
             out[split] = {"images": len(members), "images_with": dict(sorted(per_class.items()))}
     return out

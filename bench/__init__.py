@@ -1,0 +1,1 @@
+"""Benchmarks and load tools: `python -m bench` (make bench) and `python -m bench.load`."""

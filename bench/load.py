@@ -1,0 +1,141 @@
+"""Load and soak: N concurrent clients for T seconds against a server, over a folder of images.
+
+    python -m bench.load --target 127.0.0.1:50051 --images listings/ --clients 64 --seconds 120 --deadline-s 2
+
+Prints throughput, goodput (OK answers per second), p50/p95/p99 latency of OK answers and the
+count of each status code. Bounded in clients and time, and loopback only: it is a test tool, not
+a way to load someone else's server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from wildscreen.client import Connection, image_files
+from wildscreen.v1 import screening_pb2 as pb
+from wildscreen.v1 import screening_pb2_grpc as pb_grpc
+
+MAX_CLIENTS = 1024
+MAX_SECONDS = 3600
+LOOPBACK = ("127.0.0.1:", "localhost:", "[::1]:")
+
+
+@dataclass
+class LoadReport:
+    clients: int
+    seconds: float
+    deadline_s: float | None
+    codes: Counter = field(default_factory=Counter)
+    latencies_ms: list[float] = field(default_factory=list)
+    batch_sizes: list[int] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.codes.values())
+
+    @property
+    def goodput(self) -> float:
+        return self.codes.get("OK", 0) / self.seconds
+
+    @property
+    def throughput(self) -> float:
+        return self.total / self.seconds
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+    def summary(self) -> dict:
+        return {
+            "clients": self.clients, "seconds": round(self.seconds, 2), "deadline_s": self.deadline_s,
+            "answers_per_s": round(self.throughput, 2), "goodput_per_s": round(self.goodput, 2),
+            "p50_ms": round(self.percentile(50), 1), "p95_ms": round(self.percentile(95), 1), "p99_ms": round(self.percentile(99), 1),
+            "mean_batch": round(float(np.mean(self.batch_sizes)), 2) if self.batch_sizes else 0.0,
+            "codes": dict(self.codes),
+        }
+
+    def table(self) -> str:
+        s = self.summary()
+        codes = ", ".join(f"{k} {v}" for k, v in sorted(s["codes"].items()))
+        return (f"clients {s['clients']:>4}  {s['seconds']:>6.1f} s  answers/s {s['answers_per_s']:>7.2f}  goodput/s {s['goodput_per_s']:>7.2f}  "
+                f"p50 {s['p50_ms']:>7.1f} ms  p95 {s['p95_ms']:>7.1f} ms  p99 {s['p99_ms']:>7.1f} ms  mean batch {s['mean_batch']:>5.2f}  [{codes}]")
+
+
+async def run_load(
+    connection: Connection, images: list[bytes], clients: int, seconds: float, deadline_s: float | None = None,
+    rpc_timeout_s: float = 60.0,
+) -> LoadReport:
+    """`clients` closed-loop clients on one channel each, for `seconds`."""
+    if not connection.target.startswith(LOOPBACK):
+        raise ValueError(f"load is for loopback targets only, not {connection.target}")
+    if not 1 <= clients <= MAX_CLIENTS or not 0 < seconds <= MAX_SECONDS:
+        raise ValueError(f"clients must be 1..{MAX_CLIENTS} and seconds 0..{MAX_SECONDS}")
+    report = LoadReport(clients, seconds, deadline_s)
+    stop_at = time.monotonic() + seconds
+    metadata = connection.metadata()
+
+    async def client(index: int) -> None:
+        async with connection.aio_channel() as channel:
+            stub = pb_grpc.ScreeningStub(channel)
+            i = index
+            backoff_s = 0.0
+            while time.monotonic() < stop_at:
+                request = pb.ScreenRequest(request_id=f"c{index}-{i}", image=images[i % len(images)])
+                start = time.monotonic()
+                try:
+                    response = await stub.Screen(request, timeout=deadline_s or rpc_timeout_s, metadata=metadata)
+                    report.codes["OK"] += 1
+                    report.latencies_ms.append((time.monotonic() - start) * 1000.0)
+                    report.batch_sizes.append(response.timing.batch_size)
+                    backoff_s = 0.0
+                except grpc.aio.AioRpcError as exc:
+                    report.codes[exc.code().name] += 1
+                    if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        # As gRPC's retry guidance says: exponential backoff with jitter, 50 ms to 2 s.
+                        backoff_s = min(2.0, max(0.05, backoff_s * 2))
+                        await asyncio.sleep(backoff_s * random.uniform(0.5, 1.0))
+                i += clients
+
+    start = time.monotonic()
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    report.seconds = time.monotonic() - start
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", default="127.0.0.1:50051")
+    parser.add_argument("--images", type=Path, nargs="+", required=True, help="image files or folders")
+    parser.add_argument("--clients", type=int, nargs="+", default=[16])
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--deadline-s", type=float, default=None, help="per-request deadline (default: none)")
+    parser.add_argument("--api-key", default=None)
+    parser.add_argument("--json", type=Path, help="also write the reports as JSON")
+    args = parser.parse_args(argv)
+    images = [p.read_bytes() for p in image_files(args.images)]
+    if not images:
+        print("no images found", file=sys.stderr)
+        return 2
+    connection = Connection(target=args.target, api_key=args.api_key)
+    reports = []
+    for clients in args.clients:
+        report = asyncio.run(run_load(connection, images, clients, args.seconds, args.deadline_s))
+        print(report.table(), flush=True)
+        reports.append(report.summary())
+    if args.json:
+        args.json.write_text(json.dumps(reports, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

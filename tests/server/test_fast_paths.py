@@ -1,0 +1,98 @@
+"""The fast paths give the detections of the reference path (full decode, OpenCV letterbox,
+PyTorch FP32): reduced JPEG decoding, device-side decoding and letterboxing (run here on the CPU,
+the same code CUDA runs), and ONNX Runtime."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from server.detections import Detections
+from server.errors import UndecodableImage
+from server.geometry import Letterbox, apply_orientation, apply_orientation_tensor
+from tests.server.test_grpc_trained import as_jpeg, scene
+from training.export import match
+from training.modelfile import candidate_engine
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_tensor_orientation_matches_the_host_one(orientation):
+    pixels = np.random.default_rng(orientation).integers(0, 255, (5, 9, 3), dtype=np.uint8)
+    expected = apply_orientation(pixels, orientation)
+    got = apply_orientation_tensor(torch.from_numpy(pixels).permute(2, 0, 1), orientation).permute(1, 2, 0).numpy()
+    assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("width,height", [(640, 480), (300, 900), (128, 128)])
+def test_tensor_letterbox_matches_opencv(width, height):
+    import cv2
+
+    pixels = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8), (5, 5), 0)
+    lb = Letterbox.fit(width, height, 256)
+    host = lb.apply(pixels).astype(int)
+    device = lb.apply_tensor(torch.from_numpy(pixels).permute(2, 0, 1)).permute(1, 2, 0).numpy().astype(int)
+    assert np.abs(host - device).max() <= 3 and np.abs(host - device).mean() < 0.3
+
+
+def scenes() -> list[bytes]:
+    out = []
+    for i, (class_id, box, orientation) in enumerate([(0, (100, 80, 400, 300), 1), (1, (300, 50, 600, 260), 6),
+                                                      (2, (50, 150, 350, 450), 3), (3, (200, 200, 500, 420), 8)]):
+        out.append(as_jpeg(scene(640, 480, class_id, box, seed=i), orientation))
+    return out
+
+
+def agreement(reference: list[Detections], candidate: list[Detections], floor: float, **tolerance) -> tuple[int, int]:
+    total = matched = 0
+    for r, c in zip(reference, candidate):
+        n, m, _, _ = match(r, c, floor, **tolerance)
+        total, matched = total + n, matched + m
+    return total, matched
+
+
+def test_reduced_and_device_decoding_find_what_full_decoding_finds(tiny_run):
+    best = tiny_run / "weights" / "best.pt"
+    host = candidate_engine(best, "cpu")
+    device_path = candidate_engine(best, "cpu")
+    device_path.decode_on_device = True
+    images = scenes()
+    full = host.run([host.decode_and_prepare(d, keep_full_size=True)[1] for d in images], 0.2)
+    reduced_prepared = [host.decode_and_prepare(d)[1] for d in images]
+    assert all(p.pixels is not None for p in reduced_prepared)
+    reduced = host.run(reduced_prepared, 0.2)
+    on_device_prepared = [device_path.decode_and_prepare(d)[1] for d in images]
+    assert all(p.pixels is None and p.encoded for p in on_device_prepared)
+    on_device = device_path.run(on_device_prepared, 0.2)
+    # Decoding at 1/2 or 1/4 scale in the DCT resamples differently: every confident detection
+    # (the ones that decide verdicts) is found again; weak ones (near 0.5) may move by up to 0.1.
+    total, matched = agreement(full, reduced, 0.8, min_iou=0.9, max_confidence_difference=0.05)
+    assert total >= 4 and matched == total
+    total, matched = agreement(full, reduced, 0.2, min_iou=0.8, max_confidence_difference=0.1)
+    assert matched == total
+    # Bilinear resampling of OpenCV and of torch differ by a grey level at most: same detections.
+    total, matched = agreement(full, on_device, 0.2)
+    assert total >= 4 and matched == total
+
+
+def test_a_bad_jpeg_in_a_device_batch_fails_alone(tiny_run):
+    engine = candidate_engine(tiny_run / "weights" / "best.pt", "cpu")
+    engine.decode_on_device = True
+    good = scenes()[0]
+    bad = good[:600] + b"\x00" * 50 + good[650:]  # header intact, entropy data corrupted
+    prepared = [engine.decode_and_prepare(good)[1], engine.decode_and_prepare(bad)[1], engine.decode_and_prepare(good)[1]]
+    results = engine.run(prepared, 0.2)
+    assert isinstance(results[0], Detections) and isinstance(results[2], Detections)
+    if isinstance(results[1], Exception):  # libjpeg may also decode past the damage: both are fine
+        assert isinstance(results[1], UndecodableImage)
+
+
+def test_cmyk_jpeg_stays_on_the_host_path(tiny_run):
+    engine = candidate_engine(tiny_run / "weights" / "best.pt", "cpu")
+    engine.decode_on_device = True
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).convert("CMYK").save(buf, "JPEG")
+    assert engine.decode_and_prepare(buf.getvalue())[1].pixels is not None

@@ -1,0 +1,229 @@
+"""Hot reload, graceful shutdown, overload, metrics and logs, against the real server process."""
+
+import asyncio
+import io
+import json
+import signal
+import socket
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import grpc
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from bench.load import run_load
+from server.manifest import WeightsStore
+from tests.serverproc import ServerProcess
+from tests.server.test_grpc_untrained import jpeg
+from training.modelfile import build_untrained
+from training.promote import promote
+from wildscreen.client import Connection
+from wildscreen.v1 import screening_pb2 as pb
+from wildscreen.v1 import screening_pb2_grpc as pb_grpc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def two_versions(tmp_path):
+    """weights/ with v0 current and v1 (another untrained model) beside it."""
+    weights = tmp_path / "weights"
+    for version, seed in (("v0", 0), ("v1", 1)):
+        model = build_untrained(tmp_path / f"{version}-src.pt", input_size=256, seed=seed)
+        promote(model, weights, version=version, trained=False, make_current=version == "v0")
+    return weights
+
+
+class Hammer:
+    """Clients sending Screen in a loop until stopped; records versions and failures."""
+
+    def __init__(self, target: str, clients: int = 6) -> None:
+        self.target, self.clients = target, clients
+        self.versions: list[str] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(clients)]
+
+    def _run(self, i: int) -> None:
+        with grpc.insecure_channel(self.target) as channel:
+            stub = pb_grpc.ScreeningStub(channel)
+            while not self._stop.is_set():
+                try:
+                    self.versions.append(stub.Screen(pb.ScreenRequest(image=jpeg(seed=i)), timeout=30).model.version)
+                except grpc.RpcError as exc:
+                    self.failures.append(f"{exc.code().name}: {exc.details()}")
+
+    def __enter__(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+
+def test_hot_reload_under_load_drops_nothing_and_switches_version(two_versions):
+    with ServerProcess(two_versions) as proc, grpc.insecure_channel(proc.target) as channel:
+        stub = pb_grpc.ScreeningStub(channel)
+        with Hammer(proc.target) as hammer:
+            time.sleep(1.5)
+            info = stub.ReloadModel(pb.ReloadModelRequest(version="v1"), timeout=120)
+            assert info.model.version == "v1"
+            time.sleep(1.5)
+        assert hammer.failures == []
+        assert hammer.versions[0] == "v0" and hammer.versions[-1] == "v1"
+        first_v1 = hammer.versions.index("v1")
+        assert hammer.versions[first_v1 + len(hammer.versions) // 10 :].count("v0") == 0  # no flip-flop after the swap
+
+        # SIGHUP loads whatever manifest.json now marks current.
+        WeightsStore(two_versions).set_current("v0")
+        with Hammer(proc.target) as hammer:
+            time.sleep(1.0)
+            proc.signal(signal.SIGHUP)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and (not hammer.versions or hammer.versions[-1] != "v0"):
+                time.sleep(0.2)
+        assert hammer.failures == [] and hammer.versions[-1] == "v0"
+
+
+def test_a_model_that_fails_to_load_leaves_the_old_one_serving(two_versions):
+    with ServerProcess(two_versions) as proc, grpc.insecure_channel(proc.target) as channel:
+        stub = pb_grpc.ScreeningStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ReloadModel(pb.ReloadModelRequest(version="v9"), timeout=60)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "v9" in err.value.details()
+        (two_versions / "v1.pt").write_bytes(b"not a model")
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ReloadModel(pb.ReloadModelRequest(version="v1"), timeout=60)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "sha256" in err.value.details()
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ReloadModel(pb.ReloadModelRequest(version="../../etc/passwd"), timeout=60)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert stub.Screen(pb.ScreenRequest(image=jpeg()), timeout=30).model.version == "v0"
+
+
+def test_sigterm_lets_requests_in_flight_finish(untrained_weights):
+    proc = ServerProcess(untrained_weights, "--max-batch-size", "2", "--grace-period-s", "30").start()
+    try:
+        with grpc.insecure_channel(proc.target) as channel, ThreadPoolExecutor(24) as pool:
+            stub = pb_grpc.ScreeningStub(channel)
+            futures = [pool.submit(stub.Screen, pb.ScreenRequest(image=jpeg(1280, 960, seed=i)), timeout=60) for i in range(24)]
+            time.sleep(0.3)
+            proc.signal(signal.SIGTERM)
+            responses = [f.result() for f in futures]
+        assert all(r.model.version == "v0" for r in responses)
+        assert proc.proc.wait(60) == 0
+    finally:
+        proc.stop()
+    assert "shutting down" in proc.logs()
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+@pytest.mark.slow
+def test_overload_keeps_goodput_and_memory_bounded(untrained_weights):
+    images = [jpeg(480, 360, seed=i) for i in range(8)]
+    args = ("--max-batch-size", "8", "--max-queue-size", "16")
+    with ServerProcess(untrained_weights, *args) as proc:
+        connection = Connection(target=proc.target)
+        asyncio.run(run_load(connection, images, 4, 2.0))  # warm
+        capacity = asyncio.run(run_load(connection, images, 16, 5.0))
+        rss_before = rss_mb(proc.proc.pid)
+        overload = asyncio.run(run_load(connection, images, 192, 10.0, deadline_s=1.5))
+        rss_after = rss_mb(proc.proc.pid)
+        assert proc.health() == 1
+    print("\ncapacity:", capacity.table(), "\noverload:", overload.table(), f"\nRSS {rss_before:.0f} -> {rss_after:.0f} MB")
+    assert set(overload.codes) <= {"OK", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"}, overload.codes
+    assert overload.codes["RESOURCE_EXHAUSTED"] > 0
+    assert overload.goodput >= 0.8 * capacity.goodput
+    assert rss_after - rss_before < 400
+
+
+def test_metrics_and_structured_logs(untrained_weights):
+    port = free_port()
+    with ServerProcess(untrained_weights, "--metrics-port", str(port)) as proc, grpc.insecure_channel(proc.target) as channel:
+        stub = pb_grpc.ScreeningStub(channel)
+        stub.Screen(pb.ScreenRequest(request_id="listing-77", image=jpeg()), timeout=30)
+        with pytest.raises(grpc.RpcError):
+            stub.Screen(pb.ScreenRequest(request_id="listing-78", image=b"junk"), timeout=30)
+        list(stub.ScreenStream(iter([pb.ScreenRequest(image=jpeg()), pb.ScreenRequest(image=b"")]), timeout=30))
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        logs = proc.logs()
+    assert 'wildscreen_requests_total{code="OK",rpc="Screen"} 1.0' in text
+    assert 'wildscreen_requests_total{code="INVALID_ARGUMENT",rpc="Screen"} 1.0' in text
+    assert 'wildscreen_images_total{code="OK"} 2.0' in text and 'wildscreen_images_total{code="INVALID_ARGUMENT"} 2.0' in text
+    assert 'wildscreen_verdicts_total{class="none",verdict="CLEAR"} 2.0' in text
+    assert "wildscreen_batch_size_bucket" in text and 'wildscreen_latency_seconds_bucket{le="0.5",stage="total"}' in text
+    assert 'version="v0"' in text and "wildscreen_queue_depth 0.0" in text
+    entries = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    access = [e for e in entries if e.get("logger") == "wildscreen.access"]
+    ok = next(e for e in access if e.get("request_id") == "listing-77")
+    assert ok["status"] == "OK" and ok["rpc"] == "Screen" and ok["peer"].startswith("ipv4:127.0.0.1") and ok["ms"] > 0
+    assert next(e for e in access if e.get("request_id") == "listing-78")["status"] == "INVALID_ARGUMENT"
+    assert next(e for e in access if e["rpc"] == "ScreenStream")["images"] == 2
+    assert "JFIF" not in logs  # no image bytes in logs
+
+
+# --- the bad-input suite ---------------------------------------------------------------------
+
+
+def encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+def odd_images() -> list[tuple[str, bytes, tuple[int, int]]]:
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    frames = [rgb, rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    sixteen = cv2.imencode(".png", np.random.default_rng(1).integers(0, 65535, (40, 60), dtype=np.uint16))[1].tobytes()
+    cases = [
+        ("1x1", encoded(Image.new("RGB", (1, 1)), "PNG"), (1, 1)),
+        ("16-bit", sixteen, (60, 40)),
+        ("grayscale", encoded(rgb.convert("L"), "JPEG"), (60, 40)),
+        ("cmyk", encoded(rgb.convert("CMYK"), "JPEG"), (60, 40)),
+        ("alpha", encoded(rgb.convert("RGBA"), "PNG"), (60, 40)),
+        ("palette", encoded(rgb.convert("P"), "PNG"), (60, 40)),
+        ("animated gif", encoded(frames[0], "GIF", save_all=True, append_images=frames[1:]), (60, 40)),
+    ]
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        size = (40, 60) if orientation >= 5 else (60, 40)
+        cases.append((f"exif-{orientation}", encoded(rgb, "JPEG", exif=exif.tobytes()), size))
+    return cases
+
+
+@pytest.mark.parametrize("name,data,size", odd_images(), ids=[c[0] for c in odd_images()])
+def test_odd_but_valid_images_are_screened(untrained_server, stub_for, name, data, size):
+    response = stub_for(untrained_server).Screen(pb.ScreenRequest(image=data), timeout=30)
+    assert (response.image_width, response.image_height) == size
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.binary(min_size=0, max_size=2048), prefix=st.sampled_from([b"", b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"RIFF"]))
+def test_random_bytes_get_invalid_argument_and_the_server_survives(untrained_server, data, prefix):
+    with grpc.insecure_channel(untrained_server.target) as channel:
+        stub = pb_grpc.ScreeningStub(channel)
+        try:
+            stub.Screen(pb.ScreenRequest(image=prefix + data), timeout=30)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, exc.details()
+            assert exc.details()
+        assert untrained_server.health() == 1
