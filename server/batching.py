@@ -1,8 +1,9 @@
 """Dynamic batching: requests from all clients gathered into one forward pass.
 
 A batch closes when it holds `max_batch_size` items or `max_delay_ms` has passed since its first
-item arrived, whichever comes first. While a batch runs in the model thread, new items queue up,
-so under load batches fill by themselves and the delay is never waited for.
+item arrived, whichever comes first, and at once when nothing more is on its way (`incoming`
+says how many items are still being decoded): a lone request never waits for company. While a
+batch runs in the model thread, new items queue up, so under load batches fill by themselves.
 
 The queue is bounded (a full queue answers Overloaded at once, memory never grows without bound),
 and an item whose caller has gone (cancelled) or whose deadline has passed is dropped before it
@@ -73,8 +74,10 @@ class DynamicBatcher(Generic[Item, Result]):
         max_delay_ms: float,
         max_queue_size: int,
         on_batch: Callable[[BatchInfo], None] | None = None,
+        incoming: Callable[[], int] | None = None,
     ) -> None:
         self._run_batch = run_batch
+        self._incoming = incoming
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_ms / 1000.0
         self._queue: asyncio.Queue[_Pending[Item, Result]] = asyncio.Queue(maxsize=max_queue_size)
@@ -126,7 +129,7 @@ class DynamicBatcher(Generic[Item, Result]):
                 batch.append(self._queue.get_nowait())
                 continue
             remaining = close_at - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or (self._incoming is not None and self._incoming() == 0):
                 break
             try:
                 batch.append(await asyncio.wait_for(self._queue.get(), remaining))

@@ -90,6 +90,8 @@ class ModelRuntime:
     engine: InferenceEngine
     batcher: DynamicBatcher[_BatchItem, Detections]
     users: int = 0
+    decoding: int = 0
+    """Requests on their way to the batcher (being decoded): worth waiting for when a batch forms."""
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -128,9 +130,11 @@ class ModelRuntime:
             return engine.run([item.prepared for item in items], floor)
 
         on_batch = (lambda info: metrics.observe_batch(info.size)) if metrics else None
+        runtime: ModelRuntime
         # The admission limit in Screener bounds what reaches this queue; the queue bound is the backstop.
         batcher: DynamicBatcher[_BatchItem, Detections] = DynamicBatcher(
-            run_batch, config.max_batch_size, config.max_batch_delay_ms, config.max_queue_size + config.max_batch_size, on_batch
+            run_batch, config.max_batch_size, config.max_batch_delay_ms, config.max_queue_size + config.max_batch_size, on_batch,
+            incoming=lambda: runtime.decoding,
         )
         batcher.start()
         runtime = cls(engine, batcher)
@@ -232,7 +236,11 @@ class Screener:
         nms_confidence = min([listed_min] + [p.review_threshold for p in screened])
 
         loop = asyncio.get_running_loop()
-        image, prepared, decode_ms = await loop.run_in_executor(self._pool, self._decode_and_prepare, runtime.engine, job)
+        runtime.decoding += 1
+        try:
+            image, prepared, decode_ms = await loop.run_in_executor(self._pool, self._decode_and_prepare, runtime.engine, job)
+        finally:
+            runtime.decoding -= 1
         raw, batch = await runtime.batcher.submit(_BatchItem(prepared, nms_confidence), job.request_id, deadline)
 
         candidates = raw.of_classes(class_ids)

@@ -13,7 +13,7 @@ import pytest
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 import server  # noqa: E402,F401  (offline before anything imports Ultralytics)
-from tests.serverproc import ServerProcess  # noqa: E402
+from bench.server_process import ServerProcess  # noqa: E402
 from tests.synthetic import write_yolo_dataset  # noqa: E402
 
 SHARED = Path(os.environ.get("WILDSCREEN_SHARED", Path(__file__).resolve().parents[2] / "shared"))

@@ -149,3 +149,26 @@ def test_close_finishes_queued_items_then_refuses_new_ones():
         return results
 
     assert run(main()) == [f"done:{i}" for i in range(6)]
+
+
+def test_a_lone_item_does_not_wait_when_nothing_is_coming():
+    async def main():
+        incoming = {"n": 0}
+        batcher = DynamicBatcher(Recorder(), max_batch_size=8, max_delay_ms=500, max_queue_size=16, incoming=lambda: incoming["n"])
+        batcher.start()
+        start = time.monotonic()
+        await batcher.submit("alone")
+        alone = time.monotonic() - start
+        incoming["n"] = 1  # one more is being decoded: worth waiting for
+        start = time.monotonic()
+        later = asyncio.ensure_future(batcher.submit("first"))
+        await asyncio.sleep(0.1)
+        incoming["n"] = 0
+        await batcher.submit("second")
+        await later
+        await batcher.close()
+        return alone, batcher
+
+    alone, batcher = run(main())
+    assert alone < 0.2
+    assert batcher.stats.batches == 2  # "first" waited and shared its batch with "second"

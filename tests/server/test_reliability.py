@@ -20,7 +20,7 @@ from PIL import Image
 
 from bench.load import run_load
 from server.manifest import WeightsStore
-from tests.serverproc import ServerProcess
+from bench.server_process import ServerProcess
 from tests.server.test_grpc_untrained import jpeg
 from training.modelfile import build_untrained
 from training.promote import promote

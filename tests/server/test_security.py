@@ -7,7 +7,7 @@ import grpc
 import pytest
 
 from tests.certs import make_certs
-from tests.serverproc import REPO, ServerProcess
+from bench.server_process import REPO, ServerProcess
 from tests.server.test_grpc_untrained import jpeg
 from wildscreen.client import Connection
 from wildscreen.v1 import screening_pb2 as pb

@@ -1,4 +1,5 @@
-"""Run the real server as a subprocess on a free loopback port, the way `make serve` runs it."""
+"""Run the real server as a subprocess on a free loopback port, the way `make serve` runs it:
+used by the benchmarks and by the integration tests."""
 
 from __future__ import annotations
 
