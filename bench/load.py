@@ -38,6 +38,8 @@ class LoadReport:
     deadline_s: float | None
     codes: Counter = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
+    server_ms: list[float] = field(default_factory=list)
+    """The server's own total per answer (timing.total_ms): latency without the client and the wire."""
     batch_sizes: list[int] = field(default_factory=list)
 
     @property
@@ -60,6 +62,7 @@ class LoadReport:
             "clients": self.clients, "seconds": round(self.seconds, 2), "deadline_s": self.deadline_s,
             "answers_per_s": round(self.throughput, 2), "goodput_per_s": round(self.goodput, 2),
             "p50_ms": round(self.percentile(50), 1), "p95_ms": round(self.percentile(95), 1), "p99_ms": round(self.percentile(99), 1),
+            "server_p50_ms": round(float(np.percentile(self.server_ms, 50)), 1) if self.server_ms else float("nan"),
             "mean_batch": round(float(np.mean(self.batch_sizes)), 2) if self.batch_sizes else 0.0,
             "codes": dict(self.codes),
         }
@@ -97,6 +100,7 @@ async def run_load(
                     report.codes["OK"] += 1
                     report.latencies_ms.append((time.monotonic() - start) * 1000.0)
                     report.batch_sizes.append(response.timing.batch_size)
+                    report.server_ms.append(response.timing.total_ms)
                     backoff_s = 0.0
                 except grpc.aio.AioRpcError as exc:
                     report.codes[exc.code().name] += 1

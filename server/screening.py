@@ -123,7 +123,13 @@ class ModelRuntime:
             engine.warm_up(sorted({1, config.max_batch_size}))
             return engine
 
-        engine = await asyncio.to_thread(load)
+        # Load, warm up and run on one and the same thread (see DynamicBatcher).
+        model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        try:
+            engine = await asyncio.get_running_loop().run_in_executor(model_thread, load)
+        except BaseException:
+            model_thread.shutdown(wait=False)
+            raise
 
         def run_batch(items: list[_BatchItem]) -> list[Detections]:
             floor = min(item.nms_confidence for item in items)
@@ -134,7 +140,7 @@ class ModelRuntime:
         # The admission limit in Screener bounds what reaches this queue; the queue bound is the backstop.
         batcher: DynamicBatcher[_BatchItem, Detections] = DynamicBatcher(
             run_batch, config.max_batch_size, config.max_batch_delay_ms, config.max_queue_size + config.max_batch_size, on_batch,
-            incoming=lambda: runtime.decoding,
+            incoming=lambda: runtime.decoding, executor=model_thread,
         )
         batcher.start()
         runtime = cls(engine, batcher)

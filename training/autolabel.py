@@ -7,9 +7,13 @@ boxes. Two proposers:
   is estimated from the image border, everything far from it (in Lab) is foreground, and each
   large connected component is one object. An image whose border is not plain, or whose
   foreground fills the frame or is tiny, is not guessed.
-- `detect`, for photos in the wild: a detector trained on the boxed data proposes boxes; a box is
-  kept only when its confidence is high and its class agrees with the image's label (`--any-class`
-  accepts any class, for a class the proposer has never seen, such as pangolins).
+- `salient`, for photos in the wild with one main subject (a pet reptile, a pangolin): GrabCut,
+  started from a rectangle just inside the frame, separates the subject from its surroundings;
+  its largest region is the box. Rough: it seeds a detector rather than labelling on its own.
+- `detect`, for photos in the wild: a detector trained on the boxed data (and the salient seeds)
+  proposes boxes; a box is kept only when its class agrees with the image's label and either its
+  confidence is high or the salient box, an independent proposer, agrees with it (IoU >= 0.5).
+  `--any-class` accepts any class, for a class the proposer has not learned well.
 
 Images that get no confident box are listed in needs_review.txt for a person. Contact sheets
 (PNG grids with the proposed boxes drawn) go into the output folder: look at them.
@@ -99,6 +103,32 @@ def _background_model(lab: np.ndarray, border: int = 4) -> np.ndarray:
     return fitted
 
 
+def segment_salient(image: np.ndarray, iterations: int = 3) -> tuple[list, float, str]:
+    """The main subject's box by GrabCut from a rectangle 4% inside the frame; a reason when none."""
+    height, width = image.shape[:2]
+    scale = min(1.0, ANALYSIS_SIDE / max(height, width))
+    small = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+    sh, sw = small.shape[:2]
+    if min(sh, sw) < 16:
+        return [], 0.0, "too small to segment"
+    rect = (int(0.04 * sw), int(0.04 * sh), int(0.92 * sw), int(0.92 * sh))
+    mask = np.zeros((sh, sw), np.uint8)
+    cv2.grabCut(small, mask, rect, np.zeros((1, 65)), np.zeros((1, 65)), iterations, cv2.GC_INIT_WITH_RECT)
+    foreground = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)
+    foreground = cv2.morphologyEx(foreground, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
+    count, _, stats, _ = cv2.connectedComponentsWithStats(foreground)
+    if count < 2:
+        return [], 0.0, "no subject separates from the surroundings"
+    i = 1 + int(np.argmax(stats[1:, 4]))
+    x, y, w, h, area = stats[i]
+    if area < 0.03 * sw * sh:
+        return [], 0.0, f"subject region tiny ({area / (sw * sh):.0%})"
+    fill = (w * h) / (rect[2] * rect[3])
+    if fill > 0.85:
+        return [], 0.0, f"subject fills the frame ({fill:.0%}): cannot tell it from its surroundings"
+    return [(x / scale, y / scale, (x + w) / scale, (y + h) / scale)], float(area / (w * h)), ""
+
+
 def _merge_overlapping(boxes: list) -> list:
     """Join boxes that overlap (an object broken into parts by a highlight or a gap)."""
     merged = True
@@ -118,40 +148,50 @@ def _merge_overlapping(boxes: list) -> list:
     return [tuple(b) for b in boxes]
 
 
-def propose_by_segmentation(images: list[Path]) -> list[Proposal]:
+def propose_by_segmentation(images: list[Path], method: str = "segment") -> list[Proposal]:
+    """`segment` (plain background) or `salient` (GrabCut) proposals for each image."""
+    segmenter = {"segment": segment_plain_background, "salient": segment_salient}[method]
     out = []
-    for path in tqdm(images, desc="segmenting", unit="img"):
+    for path in tqdm(images, desc=method, unit="img"):
         try:
             decoded = decode(path.read_bytes())
         except Exception as exc:
             out.append(Proposal(path, [], 0.0, f"unreadable: {exc}"))
             continue
-        boxes, score, reason = segment_plain_background(decoded.pixels)
+        boxes, score, reason = segmenter(decoded.pixels)
         out.append(Proposal(path, boxes, score, reason, (decoded.width, decoded.height)))
     return out
 
 
 def propose_by_detector(
     images: list[Path], detector: Path, label: str, min_confidence: float = 0.5, any_class: bool = False,
-    device: str = "auto", batch: int = 8,
+    device: str = "auto", batch: int = 8, second_opinion: dict[Path, Proposal] | None = None, agreeing_confidence: float = 0.2,
 ) -> list[Proposal]:
+    """Detector boxes of `label` at >= min_confidence; with `second_opinion` (e.g. salient boxes),
+    also boxes at >= agreeing_confidence that overlap the other proposer's box (IoU >= 0.5)."""
+    from training.export import box_iou
     from training.modelfile import candidate_engine
 
     engine = candidate_engine(detector, device)
     wanted = by_label(label).id
+    floor = min(min_confidence, agreeing_confidence) if second_opinion else min_confidence
     out = []
     for start in tqdm(range(0, len(images), batch), desc=f"proposing {label}", unit="batch"):
         chunk = images[start : start + batch]
-        prepared = []
-        for path in chunk:
-            prepared.append(engine.decode_and_prepare(path.read_bytes())[1])
-        for path, p, found in zip(chunk, prepared, engine.run(prepared, min_confidence)):
-            keep = found if any_class else found[found.class_id == wanted]
-            if len(keep):
-                out.append(Proposal(path, [tuple(map(float, b)) for b in keep.xyxy], float(keep.confidence.max()), "", (p.width, p.height)))
+        prepared = [engine.decode_and_prepare(path.read_bytes())[1] for path in chunk]
+        for path, p, found in zip(chunk, prepared, engine.run(prepared, floor)):
+            candidates = found if any_class else found[found.class_id == wanted]
+            keep = candidates.confidence >= min_confidence
+            other = (second_opinion or {}).get(path)
+            if other is not None and other.boxes and len(candidates):
+                agrees = box_iou(candidates.xyxy, np.array(other.boxes, np.float32)).max(axis=1) >= 0.5
+                keep |= agrees
+            kept = candidates[keep]
+            if len(kept):
+                out.append(Proposal(path, [tuple(map(float, b)) for b in kept.xyxy], float(kept.confidence.max()), "", (p.width, p.height)))
             else:
                 best = f"best was {NAMES[int(found.class_id[0])]} {found.confidence[0]:.2f}" if len(found) else "nothing found"
-                out.append(Proposal(path, [], 0.0, f"no {label} box at confidence >= {min_confidence} ({best})", (p.width, p.height)))
+                out.append(Proposal(path, [], 0.0, f"no {label} box at confidence >= {min_confidence}, nor one the second opinion agrees with ({best})", (p.width, p.height)))
     return out
 
 
@@ -212,8 +252,8 @@ def autolabel(
     images: list[Path], label: str, method: str, out: Path, source_root: Path, detector: Path | None = None,
     min_confidence: float = 0.5, any_class: bool = False, device: str = "auto",
 ) -> AutolabelResult:
-    if method == "segment":
-        proposals = propose_by_segmentation(images)
+    if method in ("segment", "salient"):
+        proposals = propose_by_segmentation(images, method)
     elif method == "detect":
         if detector is None:
             raise ValueError("--method detect needs --detector")
@@ -247,7 +287,7 @@ def add_parser(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("images", type=Path, help="folder of images that all show --label")
     p.add_argument("--label", required=True, choices=LABELS)
-    p.add_argument("--method", choices=["segment", "detect"], required=True)
+    p.add_argument("--method", choices=["segment", "salient", "detect"], required=True)
     p.add_argument("--detector", type=Path, help="for --method detect: a trained .pt")
     p.add_argument("--min-confidence", type=float, default=0.5)
     p.add_argument("--any-class", action="store_true", help="accept boxes of any class (the proposer never saw this one)")

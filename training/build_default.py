@@ -5,11 +5,13 @@
 Stages (each skipped when its output exists, so an interrupted build resumes):
 1. views     pick and cap the images of each source (seeded), as folders of symlinks
 2. ivory     box the museum ivory by plain-background segmentation
-3. proposer  train a detector on the boxed sources (tiger frames, boxed snakes, segmented ivory)
-             with the look-alikes as background; then, for `--rounds` > 1, again with the accepted
-             proposals added
-4. propose   box the reptile folders and the pangolins with it; unboxed images are listed
-5. dataset   import everything into data/default/dataset, check --fix, group-aware split with
+3. salient   rough boxes for the reptile folders and the pangolins (GrabCut on the main subject)
+4. proposer  train a detector on the boxed sources (tiger frames, boxed snakes, segmented ivory) and
+             the salient seeds, with the look-alikes as background; for `--rounds` > 1, again on the
+             boxes the previous round accepted
+5. propose   box the reptile folders and the pangolins with it: a box is kept when its class agrees
+             and it is confident, or when the salient box agrees with it; the rest are listed
+6. dataset   import everything into data/default/dataset, check --fix, group-aware split with
              whole sources held out for the out-of-source check; BUILD.md records what and why
 
 The choices (caps, exclusions, held-out sources) are in SOURCES below, written down on purpose.
@@ -25,7 +27,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.autolabel import AutolabelResult, contact_sheet, propose_by_detector, propose_by_segmentation, write_export
+from training.autolabel import AutolabelResult, Proposal, contact_sheet, propose_by_detector, propose_by_segmentation, write_export
 from training.check import check_dataset, fix
 from training.importers import import_source
 from training.layout import IMAGE_SUFFIXES, Dataset
@@ -43,6 +45,7 @@ class Caps:
     amphibians: int = 250
     tiger_every_nth_frame: int = 2
     reptiles_per_folder: int = 150
+    salient_seeds_per_folder: int = 150
 
 
 def _images(folder: Path) -> list[Path]:
@@ -107,6 +110,25 @@ def build_views(shared: Path, work: Path, caps: Caps, seed: int) -> dict[str, Pa
     return views
 
 
+def write_mining_pool(shared: Path, work: Path, caps: Caps, seed: int) -> Path:
+    """Known-clean images the dataset does not use (museum non-ivory beyond the cap, amphibians
+    beyond the cap): where `training mine` looks for the model's false positives."""
+    data = shared / "data"
+    met = data / "met-ivory"
+    used = {p.resolve() for name in ("met-negatives", "amphibians") for p in _images(work / "views" / name)}
+    rows = met_rows(shared)
+    pool = [met / r["file"] for r in rows if r["class"] == "none" and r["material_note"] == "non-ivory museum object" and not is_painting(r)]
+    pool += _images(data / "amphibians")
+    view = work / "views" / "mining-pool"
+    for f in pool:
+        if f.resolve() not in used:
+            target = view / f.parent.name / f.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                target.symlink_to(f.resolve())
+    return view
+
+
 def _images_or_txt(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*.txt"))
 
@@ -142,9 +164,9 @@ def box_ivory(view: Path, out: Path) -> AutolabelResult:
     return result
 
 
-def seed_dataset(work: Path, views: dict[str, Path], ivory_export: Path, shared: Path, extra: dict[str, Path]) -> Dataset:
+def seed_dataset(work: Path, views: dict[str, Path], ivory_export: Path, shared: Path, extra: dict[str, Path], round_: int) -> Dataset:
     """The boxed sources plus look-alike negatives: what the proposal detector learns from."""
-    ds = Dataset(work / f"proposer-data-{len(extra)}")
+    ds = Dataset(work / f"proposer-data-{round_}")
     if ds.data_yaml.exists() and ds.read_splits()["train"]:
         return ds
     snakes = ClassMapping({"snake": "live_reptile"})
@@ -173,15 +195,46 @@ def train_proposer(ds: Dataset, work: Path, base: Path, epochs: int, device: str
     return best
 
 
-def propose_folders(views: dict[str, Path], proposer: Path, out: Path, device: str, caps: Caps, seed: int) -> dict[str, Path]:
+WILD_JOBS = tuple((f"reptiles-{f.lower()}", "live_reptile") for f in REPTILE_FOLDERS + ("Chameleon",)) + (("pangolins", "pangolin_scales"),)
+
+
+def salient_seeds(views: dict[str, Path], out: Path, caps: Caps, seed: int) -> dict[str, tuple[Path, dict]]:
+    """GrabCut boxes for every photo-in-the-wild source: name -> (YOLO export of a capped sample, all proposals)."""
+    seeds = {}
+    for name, label in WILD_JOBS:
+        target = out / name
+        cache = out / f"{name}.proposals.json"
+        if cache.exists():
+            proposals = [Proposal(Path(p["image"]), [tuple(b) for b in p["boxes"]], p["score"], p["reason"], tuple(p["size"]))
+                         for p in json.loads(cache.read_text())]
+        else:
+            proposals = propose_by_segmentation(_images(views[name]), "salient")
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps([{"image": str(p.image), "boxes": p.boxes, "score": p.score, "reason": p.reason,
+                                          "size": list(p.size)} for p in proposals]))
+        accepted = [p for p in proposals if p.boxes]
+        if name != "pangolins":
+            accepted = _sample_proposals(accepted, caps.salient_seeds_per_folder, seed)
+        if not (target / "needs_review.txt").exists():
+            result = AutolabelResult(accepted, [p for p in proposals if not p.boxes])
+            write_export(result, label, target, views[name])
+            contact_sheet(result.accepted, label, target / f"contact_{label}.png")
+        seeds[name] = (target, {p.image: p for p in proposals})
+    return seeds
+
+
+def propose_folders(
+    views: dict[str, Path], proposer: Path, out: Path, device: str, caps: Caps, seed: int, salient: dict[str, dict]
+) -> dict[str, Path]:
     """Box each reptile folder and the pangolins; returns source name -> YOLO export of accepted boxes."""
     exports = {}
-    jobs = [(f"reptiles-{f.lower()}", "live_reptile", False, 0.4) for f in REPTILE_FOLDERS + ("Chameleon",)]
-    jobs.append(("pangolins", "pangolin_scales", True, 0.3))
-    for name, label, any_class, threshold in jobs:
+    for name, label in WILD_JOBS:
         target = out / name
         if not (target / "needs_review.txt").exists():
-            proposals = propose_by_detector(_images(views[name]), proposer, label, threshold, any_class, device)
+            # Pangolins: any class, since the proposer has seen few; the salient box must then agree.
+            any_class = name == "pangolins"
+            proposals = propose_by_detector(_images(views[name]), proposer, label, 1.01 if any_class else 0.5, any_class,
+                                            device, second_opinion=salient[name])
             accepted = [p for p in proposals if p.boxes]
             if name.startswith("reptiles-") and name != "reptiles-chameleon":
                 keep = {p.image for p in _sample_proposals(accepted, caps.reptiles_per_folder, seed)}
@@ -225,20 +278,25 @@ def final_dataset(out: Path, views: dict[str, Path], ivory_export: Path, propose
     return ds
 
 
-def build(shared: Path, out: Path, device: str = "auto", rounds: int = 2, proposer_epochs: int = 6, seed: int = 0, caps: Caps = Caps()) -> Dataset:
+def build(shared: Path, out: Path, device: str = "auto", rounds: int = 1, proposer_epochs: int = 6, seed: int = 0, caps: Caps = Caps()) -> Dataset:
     work = out / "work"
     views = build_views(shared, work, caps, seed)
     ivory_export = work / "autolabel" / "met-ivory"
     if not (ivory_export / "needs_review.txt").exists():
         box_ivory(views["met-ivory"], ivory_export)
+    seeds = salient_seeds(views, work / "autolabel" / "salient", caps, seed)
+    salient = {name: proposals for name, (_, proposals) in seeds.items()}
     base = shared / "weights" / "yolov5nu-coco.pt"
-    proposer, extra = None, {}
+    # Never learn from the held-out source, not even its rough boxes.
+    extra = {name: export for name, (export, _) in seeds.items() if name != "reptiles-chameleon"}
+    proposer = None
     for round_ in range(1, rounds + 1):
-        ds = seed_dataset(work, views, ivory_export, shared, extra)
+        ds = seed_dataset(work, views, ivory_export, shared, extra, round_)
         proposer = train_proposer(ds, work, base, proposer_epochs if round_ == 1 else max(2, proposer_epochs // 2), device, round_, proposer)
-        proposed = propose_folders(views, proposer, work / "autolabel" / f"round-{round_}", device, caps, seed)
-        extra = {k: v for k, v in proposed.items() if k != "reptiles-chameleon"}  # never learn from the held-out source
+        proposed = propose_folders(views, proposer, work / "autolabel" / f"round-{round_}", device, caps, seed, salient)
+        extra = {k: v for k, v in proposed.items() if k != "reptiles-chameleon"}
     dataset = final_dataset(out, views, ivory_export, proposed, shared, work)
+    write_mining_pool(shared, work, caps, seed)
     write_build_notes(out, dataset, caps, rounds, proposer)
     return dataset
 
@@ -262,6 +320,8 @@ def write_build_notes(out: Path, dataset: Dataset, caps: Caps, rounds: int, prop
         f"- reptiles: at most {caps.reptiles_per_folder} boxed images per folder; Chameleon held out whole (out-of-source check);",
         f"- amphibians capped at {caps.amphibians}, as background images (not reptiles);",
         f"- held out of train/val/test: {', '.join(HOLDOUT_SOURCES)};",
+        "- boxes: museum ivory by plain-background segmentation; reptiles and pangolins by a detector trained on the boxed "
+        "sources plus GrabCut seeds, a box kept when its class agrees and it is confident or GrabCut agrees with it;",
         f"- proposal detector: {rounds} round(s), the last one {proposer}.", "",
         "| source | " + " | ".join(("train", "val", "test", "holdout")) + " |", "|---|---|---|---|---|",
     ]
@@ -283,7 +343,7 @@ def add_parser(sub) -> None:
     p.add_argument("--shared", type=Path, default=Path("../shared"))
     p.add_argument("--out", type=Path, default=Path("data/default"))
     p.add_argument("--device", default="auto")
-    p.add_argument("--rounds", type=int, default=2, help="proposal detector rounds (2: retrain on accepted proposals)")
+    p.add_argument("--rounds", type=int, default=1, help="proposal detector rounds (2: retrain on the accepted proposals)")
     p.add_argument("--proposer-epochs", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=cmd_build_default)

@@ -9,6 +9,7 @@
     promote    copy a run into weights/ as a new version; the server serves the current one
     placeholder  an untrained model of the real architecture, for a service with no training yet
     autolabel  propose boxes for images labelled per image (folders of one class)
+    mine       false positives on known-clean images become background images of the train split
     build-default  build the default dataset from ../shared
 
 Each prints a summary at the end and exits non-zero on failure. See README "Retraining".
@@ -279,9 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--card", type=Path, help="markdown model card to ship with it")
     p.set_defaults(handler=cmd_placeholder)
 
-    from training import autolabel, build_default
+    from training import autolabel, build_default, mine
 
     autolabel.add_parser(sub)
+    mine.add_parser(sub)
     build_default.add_parser(sub)
     return parser
 

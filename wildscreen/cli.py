@@ -91,32 +91,25 @@ def cmd_screen(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def cmd_info(args: argparse.Namespace) -> int:
+def _unary(args: argparse.Namespace, rpc: str, request) -> int:
+    """Call one unary RPC and print its answer as JSON."""
     connection = _connection(args)
     with connection.channel() as channel:
         try:
-            info = pb_grpc.ScreeningStub(channel).GetModelInfo(
-                pb.GetModelInfoRequest(), metadata=connection.metadata(), timeout=args.timeout
-            )
+            answer = getattr(pb_grpc.ScreeningStub(channel), rpc)(request, metadata=connection.metadata(), timeout=args.timeout)
         except grpc.RpcError as exc:
             print(f"wildscreen: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
-    print(json.dumps(_as_dict(info), indent=2))
+    print(json.dumps(_as_dict(answer), indent=2))
     return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    return _unary(args, "GetModelInfo", pb.GetModelInfoRequest())
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    connection = _connection(args)
-    with connection.channel() as channel:
-        try:
-            info = pb_grpc.ScreeningStub(channel).ReloadModel(
-                pb.ReloadModelRequest(version=args.version or ""), metadata=connection.metadata(), timeout=args.timeout
-            )
-        except grpc.RpcError as exc:
-            print(f"wildscreen: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            return 1
-    print(json.dumps(_as_dict(info), indent=2))
-    return 0
+    return _unary(args, "ReloadModel", pb.ReloadModelRequest(version=args.version or ""))
 
 
 def cmd_keys_add(args: argparse.Namespace) -> int:

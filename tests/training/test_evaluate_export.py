@@ -54,3 +54,29 @@ def test_onnx_export_agrees_with_the_pt(tiny_run, synthetic_dataset):
     assert agreement["reference_detections"] > 0
     assert agreement["agrees"] and agreement["matched"] == agreement["reference_detections"]
     assert (tiny_run / "weights" / "export.json").is_file()
+
+
+def test_mining_adds_false_positives_to_train_as_background(tiny_run, tmp_path):
+    import shutil
+
+    from tests.synthetic import write_negatives, write_yolo_dataset
+    from training.importers import import_source
+    from training.mapping import ClassMapping
+    from training.mine import mine
+    from training.split import split_dataset
+
+    write_yolo_dataset(tmp_path / "src", {"all": 20}, size=128)
+    dataset = Dataset(tmp_path / "ds")
+    import_source("yolo", tmp_path / "src", dataset, "shapes", ClassMapping())
+    split_dataset(dataset)
+    # A "clean" pool in which the model will fire: shapes it has learned, and plain noise.
+    pool = write_negatives(tmp_path / "pool", 4, size=128)
+    for i, image in enumerate(sorted((tmp_path / "src" / "images" / "all").glob("*.jpg"))[:4]):
+        shutil.copyfile(image, pool / f"lookalike_{i}.jpg")
+    hits = mine(tiny_run / "weights" / "best.pt", sorted(pool.glob("*.jpg")), pool, dataset, "mined", 0.5, "cpu")
+    hit_names = {p.name for p, _ in hits}
+    assert {f"lookalike_{i}.jpg" for i in range(4)} <= hit_names
+    train = dataset.read_split("train")
+    mined = [p for p in train if "/mined/" in str(p)]
+    assert {p.name for p in mined} == hit_names
+    assert all(dataset.label_path(p).read_text() == "" for p in mined)

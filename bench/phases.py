@@ -1,0 +1,194 @@
+"""The three measurements of `make bench`, each meant to run in a process of its own.
+
+PyTorch on the CPU runs at about half speed in a thread other than the one whose OpenMP team first
+ran it, and Ultralytics' predictor leaves such state behind: so naive and engine each get a fresh
+process (spawned), and the server is a subprocess as in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import server  # noqa: F401  (offline before Ultralytics is imported)
+from bench.load import run_load
+from bench.server_process import ServerProcess
+from server.engine import InferenceEngine
+from server.manifest import WeightsStore
+from wildscreen.client import Connection
+
+SHARED_FOLDERS = ("met-ivory/ivory", "met-ivory/non_ivory", "reptiles", "pangolins", "negatives/caltech", "tiger-video/images", "snakes-boxed/images")
+
+
+def listing_images(shared: Path, count: int, seed: int, min_side: int, max_side: int) -> tuple[list[bytes], str]:
+    """JPEGs (quality 90) with a longer side between min_side and max_side."""
+    rng = np.random.default_rng(seed)
+    data = shared / "data"
+    sources = []
+    if data.is_dir():
+        for folder in SHARED_FOLDERS:
+            files = sorted(p for p in (data / folder).rglob("*.jpg"))
+            sources += [files[i] for i in rng.choice(len(files), size=min(len(files), count), replace=False)] if files else []
+        rng.shuffle(sources)
+    out = []
+    for i in range(count):
+        side = int(rng.integers(min_side, max_side + 1))
+        if sources:
+            image = cv2.imread(str(sources[i % len(sources)]))
+        else:
+            image = cv2.GaussianBlur(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), (0, 0), 4)
+        h, w = image.shape[:2]
+        scale = side / max(h, w)
+        image = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA)
+        out.append(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+    return out, ("../shared/data photos, resized" if sources else "synthetic")
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def bench_naive(model: Path, images: list[bytes], imgsz: int, device: str) -> dict:
+    from ultralytics import YOLO
+
+    yolo = YOLO(str(model))
+    decode = lambda b: cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR)  # noqa: E731
+    for b in images[:2]:
+        yolo.predict(decode(b), imgsz=imgsz, device=device, verbose=False)
+    latencies = []
+    start = time.perf_counter()
+    for b in images:
+        t = time.perf_counter()
+        yolo.predict(decode(b), imgsz=imgsz, device=device, verbose=False)
+        latencies.append((time.perf_counter() - t) * 1000)
+    elapsed = time.perf_counter() - start
+    return {"name": "naive", "images_per_s": len(images) / elapsed, "p50_ms": pct(latencies, 50), "p95_ms": pct(latencies, 95),
+            "p99_ms": pct(latencies, 99), "mean_batch": 1.0}
+
+
+def bench_engine(weights: Path, device: str, backend: str, images: list[bytes], batch_size: int, workers: int) -> tuple[dict, dict]:
+    """Batched throughput with decode threads feeding the model, single-image latency, stage times."""
+    from server.imageio import decode
+    from server.servicer import response_from_result
+
+    engine = InferenceEngine.load(WeightsStore(weights), None, device, backend, 0, batch_size)
+
+    for _ in range(2):
+        engine.run([engine.decode_and_prepare(images[0])[1]] * batch_size, 0.25)
+    # Single-image latency: bytes in, detections out, one at a time.
+    single = []
+    for b in images[: min(24, len(images))]:
+        t = time.perf_counter()
+        engine.run([engine.decode_and_prepare(b)[1]], 0.25)
+        single.append((time.perf_counter() - t) * 1000)
+    # Stage times, measured one stage at a time on the whole set.
+    stages: dict[str, float] = {}
+    t = time.perf_counter()
+    decoded = [decode(b, min_side=None if engine.decode_on_device else engine.input_size) for b in images]
+    stages["decode"] = (time.perf_counter() - t) * 1000 / len(images)
+    t = time.perf_counter()
+    prepared = [engine.prepare(d) for d in decoded]
+    stages["letterbox"] = (time.perf_counter() - t) * 1000 / len(images)
+    timings: dict[str, float] = {}
+    results = []
+    for i in range(0, len(prepared), batch_size):
+        results += engine.run(prepared[i : i + batch_size], 0.25, timings)
+    for k, v in timings.items():
+        stages[k] = v / len(images)
+    t = time.perf_counter()
+    for detections, p in zip(results, prepared):
+        response_from_result(_fake_result(engine, detections, p)).SerializeToString()
+    stages["encode_reply"] = (time.perf_counter() - t) * 1000 / len(images)
+
+    # Batched throughput: decode threads and the model thread overlapping, as in the server.
+    pool = ThreadPoolExecutor(workers)
+    start = time.perf_counter()
+    futures = [pool.submit(engine.decode_and_prepare, b) for b in images]
+    done = 0
+    while done < len(images):
+        chunk = [f.result()[1] for f in futures[done : done + batch_size]]
+        engine.run(chunk, 0.25)
+        done += len(chunk)
+    elapsed = time.perf_counter() - start
+    pool.shutdown()
+    row = {"name": "engine", "images_per_s": len(images) / elapsed, "p50_ms": pct(single, 50), "p95_ms": pct(single, 95),
+           "p99_ms": pct(single, 99), "mean_batch": float(batch_size), "single_image_p50_ms": pct(single, 50)}
+    return row, stages
+
+
+def _fake_result(engine: InferenceEngine, detections, prepared):
+    from server.policy import verdicts_for, decide
+    from server.screening import ScreenResult, Timing
+
+    policies = engine.manifest.policies
+    verdicts = verdicts_for(policies, detections.class_id, detections.confidence)
+    return ScreenResult("bench", decide(verdicts), detections, verdicts, prepared.width, prepared.height, engine.manifest,
+                        engine.manifest.classes, 0.25, Timing(1, 1, 1, 1), 1, None)
+
+
+class GpuSampler:
+    """GPU utilisation from nvidia-smi every half second while running; nothing where there is none."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                                     capture_output=True, text=True, timeout=5).stdout
+                self.samples.append(float(out.split()[0]))
+            except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+                return
+            self._stop.wait(0.5)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=6)
+
+    @property
+    def mean(self) -> float | None:
+        return float(np.mean(self.samples)) if self.samples else None
+
+
+def bench_server(weights: Path, images: list[bytes], concurrencies: list[int], seconds: float, server_args: list[str]) -> list[dict]:
+    import psutil
+
+    rows = []
+    with ServerProcess(weights, *server_args, "--log-level", "WARNING") as proc:
+        connection = Connection(target=proc.target)
+        asyncio.run(run_load(connection, images, max(concurrencies), 2.0))  # warm up every batch size
+        process = psutil.Process(proc.proc.pid)
+        for clients in concurrencies:
+            process.cpu_percent(None)
+            with GpuSampler() as gpu:
+                report = asyncio.run(run_load(connection, images, clients, seconds))
+            cpu = process.cpu_percent(None)
+            s = report.summary()
+            rows.append({"name": f"server c={clients}", "clients": clients, "images_per_s": s["goodput_per_s"], "p50_ms": s["p50_ms"],
+                         "server_p50_ms": s["server_p50_ms"],
+                         "p95_ms": s["p95_ms"], "p99_ms": s["p99_ms"], "mean_batch": s["mean_batch"], "server_cpu_percent": cpu,
+                         "gpu_util_percent": gpu.mean, "codes": s["codes"]})
+    return rows
+
+
+def describe_model(weights: Path, device: str, backend: str, batch_size: int) -> tuple[dict, str | None]:
+    import torch
+
+    engine = InferenceEngine.load(WeightsStore(weights), None, device, backend, 0, batch_size)
+    m = engine.manifest
+    gpu = torch.cuda.get_device_name(0) if engine.backend.device.type == "cuda" else None
+    return {"version": m.version, "input_size": m.input_size, "file": m.file, "backend": engine.backend.name, "device": engine.device}, gpu

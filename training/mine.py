@@ -1,0 +1,69 @@
+"""`training mine`: hard negatives. Images known to hold none of our classes, on which a model
+still fires, become background images of the training split for the next round.
+
+Typical sources: look-alikes the model has not trained on, listings reviewers cleared.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tqdm import tqdm
+
+from training.importers import import_source
+from training.layout import IMAGE_SUFFIXES, Dataset
+from training.mapping import ClassMapping
+from training.modelfile import candidate_engine
+
+
+def find_false_positives(model: Path, images: list[Path], min_confidence: float, device: str = "auto", batch: int = 8) -> list[tuple[Path, float]]:
+    engine = candidate_engine(model, device)
+    hits = []
+    for start in tqdm(range(0, len(images), batch), desc="mining", unit="batch"):
+        chunk = images[start : start + batch]
+        prepared = [engine.decode_and_prepare(p.read_bytes())[1] for p in chunk]
+        for path, found in zip(chunk, engine.run(prepared, min_confidence)):
+            if len(found):
+                hits.append((path, float(found.confidence.max())))
+    return hits
+
+
+def mine(model: Path, images: list[Path], root: Path, dataset: Dataset, source: str, min_confidence: float, device: str = "auto") -> list[tuple[Path, float]]:
+    """Import the images `model` fires on as background images of `source`, into the train split."""
+    hits = find_false_positives(model, images, min_confidence, device)
+    if not hits:
+        return hits
+    staging = dataset.root / "work" / f"mined-{source}"
+    for path, _ in hits:
+        link = staging / path.relative_to(root)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            link.symlink_to(path.resolve())
+    import_source("negatives", staging, dataset, source, ClassMapping(), link=True)
+    splits = dataset.read_splits()
+    known = {dataset.relative(p) for members in splits.values() for p in members}
+    added = [p for p in dataset.images() if dataset.relative(p) not in known and dataset.relative(p).startswith(f"images/{source}/")]
+    splits["train"] = splits["train"] + added
+    dataset.write_splits(splits)
+    return hits
+
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    images = sorted(p for p in Path(args.images).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    hits = mine(args.model, images, Path(args.images), Dataset(args.dataset), args.source, args.min_confidence, args.device)
+    print(f"{len(hits)} of {len(images)} images fired at >= {args.min_confidence}; added to {args.dataset}/train.txt as background "
+          f"images of source {args.source!r}. Run `training check {args.dataset}` for leakage before training.")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("mine", help="add false positives on known-clean images to the train split as background",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("images", type=Path, help="folder of images that show none of our classes")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--dataset", type=Path, required=True)
+    p.add_argument("--source", required=True, help="source name for the mined images")
+    p.add_argument("--min-confidence", type=float, default=0.25)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(handler=cmd_mine)
