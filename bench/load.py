@@ -74,6 +74,14 @@ class LoadReport:
                 f"p50 {s['p50_ms']:>7.1f} ms  p95 {s['p95_ms']:>7.1f} ms  p99 {s['p99_ms']:>7.1f} ms  mean batch {s['mean_batch']:>5.2f}  [{codes}]")
 
 
+def pushback_s(exc: grpc.aio.AioRpcError) -> float:
+    """The server's `grpc-retry-pushback-ms` trailer, in seconds (0 when absent), with jitter."""
+    for key, value in exc.trailing_metadata() or ():
+        if key == "grpc-retry-pushback-ms":
+            return int(value) / 1000.0 * random.uniform(0.8, 1.2)
+    return 0.0
+
+
 async def run_load(
     connection: Connection, images: list[bytes], clients: int, seconds: float, deadline_s: float | None = None,
     rpc_timeout_s: float = 60.0,
@@ -105,9 +113,11 @@ async def run_load(
                 except grpc.aio.AioRpcError as exc:
                     report.codes[exc.code().name] += 1
                     if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                        # As gRPC's retry guidance says: exponential backoff with jitter, 50 ms to 2 s.
-                        backoff_s = min(2.0, max(0.05, backoff_s * 2))
-                        await asyncio.sleep(backoff_s * random.uniform(0.5, 1.0))
+                        # As gRPC's retry design (A6) says: the server's pushback if it gives one,
+                        # else exponential backoff with jitter, 100 ms to 5 s.
+                        backoff_s = min(5.0, max(0.1, backoff_s * 2))
+                        wait = max(pushback_s(exc), backoff_s * random.uniform(0.5, 1.0))
+                        await asyncio.sleep(min(wait, max(0.0, stop_at - time.monotonic())))  # never past the end
                 i += clients
 
     start = time.monotonic()

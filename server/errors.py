@@ -41,6 +41,10 @@ class UndecodableImage(InvalidInput):
 class Overloaded(WildscreenError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
+    def __init__(self, message: str, retry_after_ms: int = 0) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+
 
 class DeadlineExpired(WildscreenError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED

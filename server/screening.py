@@ -215,9 +215,17 @@ class Screener:
 
     async def screen(self, job: ScreenJob, deadline: float | None = None) -> ScreenResult:
         """Screen one image; `deadline` is a time.monotonic() after which the caller has gone."""
-        if self.in_flight >= self.max_in_flight:
-            raise Overloaded(f"server busy: {self.max_in_flight} images in flight; retry with backoff")
         runtime = self.runtime  # this request stays on this model even if a reload swaps it
+        if self.in_flight >= self.max_in_flight:
+            raise Overloaded(f"server busy: {self.max_in_flight} images in flight; retry with backoff",
+                             retry_after_ms=self._retry_after_ms(runtime))
+        rate = runtime.batcher.images_per_second
+        if deadline is not None and rate > 0:
+            # Work it cannot finish in time is refused now, cheaply, rather than decoded and dropped later.
+            wait_s = (self.in_flight + 1) / rate
+            if time.monotonic() + wait_s > deadline:
+                raise Overloaded(f"server busy: about {wait_s:.1f} s of work ahead, past this request's deadline; retry with backoff",
+                                 retry_after_ms=self._retry_after_ms(runtime))
         self.in_flight += 1
         runtime.acquire()
         if self.metrics is not None:
@@ -229,6 +237,13 @@ class Screener:
             self.in_flight -= 1
             if self.metrics is not None:
                 self.metrics.in_flight.set(self.in_flight)
+
+    def _retry_after_ms(self, runtime: ModelRuntime) -> int:
+        """About how long until the images in flight are answered: a pushback hint for callers."""
+        rate = runtime.batcher.images_per_second
+        if rate <= 0:
+            return 200
+        return int(min(5000.0, max(50.0, 1000.0 * self.in_flight / rate)))
 
     async def _screen(self, runtime: ModelRuntime, job: ScreenJob, deadline: float | None) -> ScreenResult:
         start = time.perf_counter()

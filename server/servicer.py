@@ -107,7 +107,8 @@ class ScreeningServicer(pb_grpc.ScreeningServicer):
             code, message = _status_of(exc, request.request_id)
             if metrics is not None:
                 metrics.observe_image(code)
-            return pb.ScreenResponse(request_id=request.request_id, error=pb.Error(code=code.value[0], message=message))
+            error = pb.Error(code=code.value[0], message=message, retry_after_ms=getattr(exc, "retry_after_ms", 0))
+            return pb.ScreenResponse(request_id=request.request_id, error=error)
         if metrics is not None:
             metrics.observe_image(grpc.StatusCode.OK, result)
         return response_from_result(result)
@@ -115,6 +116,8 @@ class ScreeningServicer(pb_grpc.ScreeningServicer):
     async def Screen(self, request: pb.ScreenRequest, context: grpc.aio.ServicerContext) -> pb.ScreenResponse:
         response = await self._screen_one(request, deadline_of(context))
         if response.HasField("error"):
+            if response.error.retry_after_ms:  # the standard hint gRPC's retry policies honour
+                context.set_trailing_metadata((("grpc-retry-pushback-ms", str(response.error.retry_after_ms)),))
             await context.abort(_CODES[response.error.code], response.error.message)
         return response
 

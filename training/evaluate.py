@@ -107,6 +107,27 @@ def image_level(scored: ScoredImages, policies: tuple[ClassPolicy, ...]) -> dict
     return result
 
 
+def examples(scored: ScoredImages) -> dict[str, dict[str, Any]]:
+    """Per class, the test image the model scores highest among those that show it: a smoke test
+    for a served model (tests/test_default_model.py), not a metric. Paths of images that live in
+    ../shared are given relative to it, so that they resolve on any machine that has it."""
+    out = {}
+    for c in TAXONOMY:
+        positives = np.flatnonzero(scored.truth[:, c.id] & (scored.scores.argmax(1) == c.id) & (scored.scores[:, c.id] > 0))
+        if len(positives):
+            best = int(positives[np.argmax(scored.scores[positives, c.id])])
+            out[c.label] = {"image": _portable(scored.paths[best]), "score": float(scored.scores[best, c.id])}
+    return out
+
+
+def _portable(path: Path) -> str:
+    import os
+
+    real = Path(path).resolve()
+    shared = Path(os.environ.get("WILDSCREEN_SHARED", "../shared")).resolve()
+    return f"shared:{real.relative_to(shared).as_posix()}" if real.is_relative_to(shared) else str(real)
+
+
 def _rates(v: np.ndarray) -> dict[str, Any]:
     n = len(v)
     return {
@@ -232,6 +253,7 @@ def evaluate(options: EvaluationOptions) -> dict[str, Any]:
             "split": options.split,
             "detection": detection_metrics(options.model, options.data, options.split, facts.input_size, device, out),
             "image_level": {name: image_level(scored, policies) for name, scored in evaluated.items()},
+            "examples": examples(test),
         },
     }
     for name, scored in evaluated.items():

@@ -172,3 +172,21 @@ def test_a_lone_item_does_not_wait_when_nothing_is_coming():
     alone, batcher = run(main())
     assert alone < 0.2
     assert batcher.stats.batches == 2  # "first" waited and shared its batch with "second"
+
+
+def test_expiry_among_array_items_does_not_stop_the_model_thread():
+    import numpy as np
+
+    async def main():
+        batcher = DynamicBatcher(lambda items: [float(x.sum()) for x in items], max_batch_size=8, max_delay_ms=0, max_queue_size=16)
+        batcher.start()
+        await batcher.submit(np.ones(3))
+        expired = batcher.submit(np.ones((2, 2)), deadline=time.monotonic() - 1)
+        kept = batcher.submit(np.full((2, 2), 2.0))
+        results = await asyncio.gather(expired, kept, return_exceptions=True)
+        after = await batcher.submit(np.ones(4))
+        await batcher.close()
+        return results, after
+
+    (expired, kept), after = run(main())
+    assert isinstance(expired, DeadlineExpired) and kept[0] == 8.0 and after[0] == 4.0

@@ -1,0 +1,44 @@
+"""The shipped model, served from weights/ the way `make serve` serves it, finds each class it was
+trained on in a test-split image of that class (../shared; skipped where it is absent)."""
+
+import grpc
+import pytest
+
+from bench.server_process import REPO, ServerProcess
+from server.manifest import WeightsStore
+from tests.conftest import SHARED
+from wildscreen.v1 import screening_pb2 as pb
+from wildscreen.v1 import screening_pb2_grpc as pb_grpc
+
+WEIGHTS = REPO / "weights"
+MANIFEST = WeightsStore(WEIGHTS).get()
+EXAMPLES = MANIFEST.metrics.get("examples", {})
+
+pytestmark = pytest.mark.skipif(not MANIFEST.trained, reason="the current model in weights/ is the untrained placeholder")
+
+
+def example_path(label: str):
+    image = EXAMPLES[label]["image"]
+    path = SHARED / image.removeprefix("shared:") if image.startswith("shared:") else image
+    if not path.exists():
+        pytest.skip(f"{path} is absent (../shared holds the real images; CI has it, a fresh clone may not)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def shipped_server():
+    with ServerProcess(WEIGHTS) as proc:
+        yield proc
+
+
+def test_the_manifest_names_an_example_for_each_class_with_test_data():
+    assert EXAMPLES, "the manifest of the current model records no test examples"
+
+
+@pytest.mark.parametrize("label", sorted(EXAMPLES))
+def test_each_class_is_found_in_a_test_image_of_it(shipped_server, label):
+    with grpc.insecure_channel(shipped_server.target) as channel:
+        response = pb_grpc.ScreeningStub(channel).Screen(pb.ScreenRequest(image=example_path(label).read_bytes()), timeout=60)
+    assert response.model.version == MANIFEST.version and response.model.sha256 == MANIFEST.sha256
+    assert response.detections and response.detections[0].label == label
+    assert response.verdict in (pb.VERDICT_REVIEW, pb.VERDICT_FLAG)
