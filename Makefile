@@ -12,7 +12,7 @@ export YOLO_OFFLINE := 1
 export WILDSCREEN_SHARED := $(abspath $(SHARED))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv serve test proto bench dataset train-default lint clean
+.PHONY: help venv serve test proto bench dataset train-default clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv and install wildscreen with its dev tools
 
-serve: $(STAMP) ## serve the current model in weights/ on $(HOST):$(PORT) (ARGS="--device cuda ..." for more)
+serve: $(STAMP) ## serve the current model in weights/ on 127.0.0.1:50051 (HOST=, PORT=, ARGS="--device cuda ...")
 	$(VENV)/bin/wildscreen-serve --host $(HOST) --port $(PORT) --log-format text $(ARGS)
 
 test: $(STAMP) ## run the whole test suite
@@ -37,8 +37,11 @@ proto: $(STAMP) ## regenerate the Python stubs in wildscreen/v1 from proto/
 bench: $(STAMP) ## benchmark naive vs engine vs server; prints a table, writes bench/results.json
 	$(PY) -m bench $(ARGS)
 
-dataset: $(STAMP) ## build the default training set from $(SHARED) into data/default
+dataset: $(STAMP) ## build the default training set from ../shared (SHARED=) into data/default
 	$(PY) -m training build-default --shared $(SHARED) --out data/default $(ARGS)
+
+train-default: $(STAMP) ## remake the default model as weights/v1 was made (hours on a CPU)
+	WILDSCREEN_SHARED=$(SHARED) training/recipes/default_v1.sh
 
 clean: ## remove the venv and generated outputs (not weights/)
 	rm -rf $(VENV) runs reports .pytest_cache

@@ -116,7 +116,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate(EvaluationOptions(
         model=args.model, data=args.data, out=out, split=args.split, calibration_split=args.calibration_split,
         target_precision=args.target_precision, target_recall=args.target_recall, device=args.device,
-        card_notes=args.card_notes,
+        card_notes=args.card_notes, imgsz=args.imgsz,
     ))
     print(f"{'class':<16} {'AP50':>6} {'AP50-95':>8} {'review':>7} {'flag':>6}  test P/R at review")
     for label, t in result["thresholds"].items():
@@ -139,7 +139,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not samples:
         print(f"training export: no sample images under {args.samples}", file=sys.stderr)
         return 2
-    record = export(args.model, samples, tensorrt=args.tensorrt)
+    record = export(args.model, samples, tensorrt=args.tensorrt, imgsz=args.imgsz)
     a = record["onnx"]["agreement"]
     print(f"onnx: {record['onnx']['file']}\n  {a['matched']}/{a['reference_detections']} detections matched on "
           f"{a['images']} images (min IoU {a['min_iou']:.3f}, max confidence difference {a['max_confidence_difference']:.4f})"
@@ -156,7 +156,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     run = Path(args.run)
     model = args.model or run / "weights" / "best.pt"
-    evaluation_dir = run / "evaluation"
+    evaluation_dir = args.evaluation or run / "evaluation"
     evaluation = load_evaluation(evaluation_dir / "metrics.json") if (evaluation_dir / "metrics.json").exists() else None
     if evaluation is None and not args.uncalibrated:
         print(f"training promote: {evaluation_dir / 'metrics.json'} is missing; run `training evaluate` first "
@@ -251,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-recall", type=float, default=0.90)
     p.add_argument("--device", default="auto")
     p.add_argument("--card-notes", type=Path, help="markdown placed first in the card: data and limitations")
+    p.add_argument("--imgsz", type=int, help="evaluate (and later serve) at this input size; default: the training size")
     p.set_defaults(handler=cmd_evaluate)
 
     p = sub.add_parser("export", help="ONNX (and TensorRT on CUDA), checked against the .pt", formatter_class=defaults)
@@ -258,12 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=Path, required=True, help="folder of sample images for the agreement check")
     p.add_argument("--max-samples", type=int, default=32)
     p.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine (CUDA machines)")
+    p.add_argument("--imgsz", type=int, help="input size to export at (the size it will be served at); default: the training size")
     p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("promote", help="copy a run into weights/ as a new version", formatter_class=defaults)
     p.add_argument("run", type=Path, help="the run folder (runs/<name>)")
     p.add_argument("--weights", type=Path, default=Path("weights"))
     p.add_argument("--model", type=Path, help="default: <run>/weights/best.pt")
+    p.add_argument("--evaluation", type=Path, help="default: <run>/evaluation (the folder with metrics.json and the card)")
     p.add_argument("--version", help="default: the next vN")
     p.add_argument("--name", default="wildscreen")
     p.add_argument("--notes", help="free text for the manifest")

@@ -28,7 +28,7 @@ from server.taxonomy import LABELS, TAXONOMY
 from training.calibrate import Calibration, calibrate_class, operating_point
 from training.layout import Dataset
 from training.split import BACKGROUND, image_classes
-from training.modelfile import candidate_engine, checkpoint_facts
+from training.modelfile import candidate_engine
 
 SCORE_FLOOR = 0.01
 
@@ -45,6 +45,8 @@ class EvaluationOptions:
     device: str = "auto"
     batch: int = 8
     card_notes: Path | None = None
+    imgsz: int | None = None
+    """Serve at this input size instead of the training size (evaluated, then promoted with --imgsz)."""
 
 
 @dataclass(frozen=True)
@@ -209,9 +211,9 @@ def evaluate(options: EvaluationOptions) -> dict[str, Any]:
     splits = dataset.read_splits()
     if not splits.get(options.split):
         raise ValueError(f"split {options.split!r} of {options.data} is empty; run `training split` first")
-    facts = checkpoint_facts(options.model)
     device = resolve_device(options.device)
-    engine = candidate_engine(options.model, device)
+    engine = candidate_engine(options.model, device, input_size=options.imgsz)
+    input_size = engine.input_size
 
     calibration_images = splits.get(options.calibration_split) or splits[options.split]
     calibration_scored = score_split(engine, dataset, calibration_images, options.batch, f"scoring {options.calibration_split}")
@@ -245,13 +247,13 @@ def evaluate(options: EvaluationOptions) -> dict[str, Any]:
             },
         }
     result = {
-        "model": {"path": str(options.model), "sha256": engine.manifest.sha256, "input_size": facts.input_size},
+        "model": {"path": str(options.model), "sha256": engine.manifest.sha256, "input_size": input_size},
         "data": dataset_counts(options.data),
         "targets": {"precision": options.target_precision, "recall": options.target_recall},
         "thresholds": thresholds,
         "metrics": {
             "split": options.split,
-            "detection": detection_metrics(options.model, options.data, options.split, facts.input_size, device, out),
+            "detection": detection_metrics(options.model, options.data, options.split, input_size, device, out),
             "image_level": {name: image_level(scored, policies) for name, scored in evaluated.items()},
             "examples": examples(test),
         },

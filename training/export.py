@@ -78,7 +78,8 @@ def compare_engines(reference, candidate, images: list[Path], floor: float = 0.1
             n, m, iou, diff = match(r, c, floor)
             total, matched = total + n, matched + m
             min_iou, max_diff = min(min_iou, iou), max(max_diff, diff)
-    return Agreement(len(images), total, matched, min_iou, max_diff, matched == total, floor)
+    # No detections compared proves nothing (an untrained model): that is not agreement.
+    return Agreement(len(images), total, matched, min_iou, max_diff, total > 0 and matched == total, floor)
 
 
 def export_onnx(model: Path, imgsz: int | None = None) -> Path:
@@ -99,15 +100,17 @@ def export_tensorrt(model: Path, imgsz: int | None = None) -> Path | None:
     return Path(YOLO(str(model)).export(format="engine", imgsz=imgsz, half=True, dynamic=True, batch=32, device=0))
 
 
-def export(model: Path, sample_images: list[Path], tensorrt: bool = False) -> dict:
-    """Export to ONNX, check it against the .pt on `sample_images`, write export.json beside it."""
-    onnx_path = export_onnx(model)
-    reference = candidate_engine(model, "cpu")
-    candidate = candidate_engine(model, "cpu", backend_path=onnx_path)
+def export(model: Path, sample_images: list[Path], tensorrt: bool = False, imgsz: int | None = None) -> dict:
+    """Export to ONNX (at `imgsz`, default the training size), check it against the .pt on
+    `sample_images`, write export.json beside it."""
+    imgsz = imgsz or checkpoint_facts(model).input_size
+    onnx_path = export_onnx(model, imgsz)
+    reference = candidate_engine(model, "cpu", input_size=imgsz)
+    candidate = candidate_engine(model, "cpu", backend_path=onnx_path, input_size=imgsz)
     agreement = compare_engines(reference, candidate, sample_images)
-    record = {"onnx": {"file": str(onnx_path), "agreement": asdict(agreement)}}
+    record = {"onnx": {"file": str(onnx_path), "input_size": imgsz, "agreement": asdict(agreement)}}
     if tensorrt:
-        engine_path = export_tensorrt(model)
+        engine_path = export_tensorrt(model, imgsz)
         record["tensorrt"] = {"file": str(engine_path)} if engine_path else {"skipped": "no CUDA device on this machine"}
     (onnx_path.parent / AGREEMENT_FILE).write_text(json.dumps(record, indent=2))
     return record

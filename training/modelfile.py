@@ -67,10 +67,11 @@ def checkpoint_facts(path: Path) -> CheckpointFacts:
     )
 
 
-def candidate_engine(path: Path, device: str = "auto", backend_path: Path | None = None):
+def candidate_engine(path: Path, device: str = "auto", backend_path: Path | None = None, input_size: int | None = None):
     """Our serving engine around a checkpoint that is not promoted yet (for evaluation, export
     checks, autolabelling): the same decode, letterbox, forward and NMS the server will use.
-    With `backend_path` (an .onnx file), ONNX Runtime runs instead of PyTorch."""
+    With `backend_path` (an .onnx file), ONNX Runtime runs instead of PyTorch; `input_size`
+    overrides the size the checkpoint was trained at (YOLO runs at any multiple of 32)."""
     from server.backends import OnnxBackend, TorchBackend, resolve_device
     from server.engine import InferenceEngine
     from server.manifest import ModelManifest, sha256_of
@@ -83,7 +84,7 @@ def candidate_engine(path: Path, device: str = "auto", backend_path: Path | None
         version=Path(path).stem,
         file=str(path),
         sha256=sha256_of(Path(path)),
-        input_size=facts.input_size,
+        input_size=input_size or facts.input_size,
         classes=tuple(ClassPolicy(c.id, c.label, 0.25, None) for c in TAXONOMY),
         trained=True,
     )

@@ -54,6 +54,7 @@ def promote(
     trained: bool = True,
     notes: str = "",
     make_current: bool = True,
+    input_size: int | None = None,
 ) -> ModelManifest:
     """Copy `model_path` (and its card and ONNX export) into `weights_dir` as `version`."""
     model_path = Path(model_path)
@@ -79,7 +80,7 @@ def promote(
         version=version,
         file=f"{version}.pt",
         sha256=sha256_of(model_path),
-        input_size=facts.input_size,
+        input_size=input_size or (evaluation or {}).get("model", {}).get("input_size") or facts.input_size,
         classes=policies,
         trained=trained,
         default_min_confidence=min(p.review_threshold for p in policies),
