@@ -40,7 +40,7 @@ def job_from_proto(request: pb.ScreenRequest) -> ScreenJob:
         image=request.image,
         min_confidence=request.min_confidence,
         classes=tuple(request.classes),
-        overlay=_OVERLAY.get(request.overlay, "?"),
+        overlay=_OVERLAY.get(request.overlay, f"#{request.overlay}"),
         max_detections=request.max_detections,
     )
 

@@ -5,7 +5,9 @@ there is none), the way the server's verdict sees it. Positives are the images t
 class.
 
 - review threshold: the highest confidence at which recall still reaches the target (default 0.90):
-  as few reviews as possible while missing at most 10% of the class;
+  as few reviews as possible while missing at most 10% of the class; but never so low that more
+  than `review_budget` (default 5%) of the images without the class go to review for it: where
+  the two conflict, the budget wins and the note says what recall it leaves;
 - flag threshold: the lowest confidence at which precision reaches the target (default 0.90), with at
   least `min_flag_support` true positives above it. If no confidence gets there, the class never
   flags: REVIEW is its strongest verdict.
@@ -28,6 +30,8 @@ class OperatingPoint:
     recall: float
     predicted: int
     true_positives: int
+    false_positive_rate: float = 0.0
+    """Share of the images without the class scored at or above the threshold."""
 
 
 @dataclass(frozen=True)
@@ -51,12 +55,14 @@ def operating_point(scores: np.ndarray, positives: np.ndarray, threshold: float)
     tp = int(np.sum(predicted & positives))
     n_pred = int(np.sum(predicted))
     n_pos = int(np.sum(positives))
+    n_neg = len(positives) - n_pos
     return OperatingPoint(
         threshold=float(threshold),
         precision=tp / n_pred if n_pred else 1.0,
         recall=tp / n_pos if n_pos else 0.0,
         predicted=n_pred,
         true_positives=tp,
+        false_positive_rate=(n_pred - tp) / n_neg if n_neg else 0.0,
     )
 
 
@@ -67,6 +73,7 @@ def calibrate_class(
     target_recall: float = 0.90,
     floor: float = 0.01,
     min_flag_support: int = 5,
+    review_budget: float | None = 0.05,
 ) -> Calibration:
     scores = np.asarray(scores, dtype=np.float64)
     positives = np.asarray(positives, dtype=bool)
@@ -76,13 +83,17 @@ def calibrate_class(
         return Calibration(review, None, n_pos, f"only {n_pos} positive images: not calibrated, never flags")
     candidates = np.unique(np.concatenate([scores[scores >= floor], [floor]]))[::-1]  # high to low
     points = [operating_point(scores, positives, t) for t in candidates]
-    reaching = [p for p in points if p.recall >= target_recall]
+    affordable = [p for p in points if review_budget is None or p.false_positive_rate <= review_budget] or points[:1]
+    reaching = [p for p in affordable if p.recall >= target_recall]
     note = ""
     if reaching:
         review = reaching[0]  # the highest threshold that reaches the target recall
     else:
-        review = max(points, key=lambda p: (p.recall, p.threshold))
-        note = f"target recall {target_recall:.2f} not reached (best {review.recall:.2f} at {review.threshold:.3f}); "
+        review = max(affordable, key=lambda p: (p.recall, p.threshold))
+        best = max(points, key=lambda p: (p.recall, p.threshold))
+        why = f"within the review budget ({review_budget:.0%} of other images)" if best.recall >= target_recall else "at any threshold"
+        note = (f"target recall {target_recall:.2f} not reached {why}: recall {review.recall:.2f} "
+                f"at {review.threshold:.3f}; ")
     precise = [p for p in points if p.precision >= target_precision and p.true_positives >= min_flag_support]
     flag = min(precise, key=lambda p: p.threshold) if precise else None
     if flag is None:

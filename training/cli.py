@@ -116,7 +116,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate(EvaluationOptions(
         model=args.model, data=args.data, out=out, split=args.split, calibration_split=args.calibration_split,
         target_precision=args.target_precision, target_recall=args.target_recall, device=args.device,
-        card_notes=args.card_notes, imgsz=args.imgsz,
+        card_notes=args.card_notes, imgsz=args.imgsz, review_budget=args.review_budget or None,
     ))
     print(f"{'class':<16} {'AP50':>6} {'AP50-95':>8} {'review':>7} {'flag':>6}  test P/R at review")
     for label, t in result["thresholds"].items():
@@ -249,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-split", default="val")
     p.add_argument("--target-precision", type=float, default=0.90)
     p.add_argument("--target-recall", type=float, default=0.90)
+    p.add_argument("--review-budget", type=float, default=0.05,
+                   help="most of the images without a class that its review threshold may send to review (0 = no limit)")
     p.add_argument("--device", default="auto")
     p.add_argument("--card-notes", type=Path, help="markdown placed first in the card: data and limitations")
     p.add_argument("--imgsz", type=int, help="evaluate (and later serve) at this input size; default: the training size")

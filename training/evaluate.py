@@ -42,6 +42,7 @@ class EvaluationOptions:
     calibration_split: str = "val"
     target_precision: float = 0.90
     target_recall: float = 0.90
+    review_budget: float | None = 0.05
     device: str = "auto"
     batch: int = 8
     card_notes: Path | None = None
@@ -219,7 +220,8 @@ def evaluate(options: EvaluationOptions) -> dict[str, Any]:
     calibration_scored = score_split(engine, dataset, calibration_images, options.batch, f"scoring {options.calibration_split}")
     calibrations = {
         c.label: calibrate_class(
-            calibration_scored.scores[:, c.id], calibration_scored.truth[:, c.id], options.target_precision, options.target_recall
+            calibration_scored.scores[:, c.id], calibration_scored.truth[:, c.id], options.target_precision, options.target_recall,
+            review_budget=options.review_budget,
         )
         for c in TAXONOMY
     }
@@ -249,7 +251,7 @@ def evaluate(options: EvaluationOptions) -> dict[str, Any]:
     result = {
         "model": {"path": str(options.model), "sha256": engine.manifest.sha256, "input_size": input_size},
         "data": dataset_counts(options.data),
-        "targets": {"precision": options.target_precision, "recall": options.target_recall},
+        "targets": {"precision": options.target_precision, "recall": options.target_recall, "review_budget": options.review_budget},
         "thresholds": thresholds,
         "metrics": {
             "split": options.split,

@@ -68,8 +68,9 @@ def render(metrics: dict[str, Any], run: dict[str, Any], notes: str = "", title:
         "## Thresholds",
         "",
         f"Calibrated on the {next(iter(metrics['thresholds'].values()))['calibration_split']} split: review at the highest "
-        f"confidence that keeps recall >= {targets.get('recall')}, flag at the lowest that reaches precision >= "
-        f"{targets.get('precision')}; measured on the {split} split.",
+        f"confidence that keeps recall >= {targets.get('recall')} without sending more than {targets.get('review_budget')} of the "
+        f"images without the class to review, flag at the lowest that reaches precision >= {targets.get('precision')}; "
+        f"measured on the {split} split.",
         "",
         "| class | review threshold | flag threshold | test precision / recall at review | at flag | note |",
         "|---|---|---|---|---|---|",
