@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-delay-ms", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--seconds", type=float, default=15.0, help="per concurrency level")
+    parser.add_argument("--server-workers", type=int, default=1, help="the server's --workers (processes sharing the port)")
+    parser.add_argument("--client-processes", type=int, default=1,
+                        help="spread the clients over this many processes (on a GPU machine, where one Python client process is the limit)")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--json", type=Path, default=Path("bench/results.json"))
     args = parser.parse_args(argv)
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (f"wildscreen bench {time.strftime('%Y-%m-%d')}: model {model['version']} ({model['input_size']} px, backend {model['backend']}, "
               f"device {model['device']}), {len(images)} JPEGs {args.min_side}-{args.max_side} px ({origin}); "
               f"{platform.processor() or platform.machine()}, {cores} cores{', ' + gpu if gpu else ''}; "
-              f"server max_batch_size {args.max_batch_size}, max_batch_delay_ms {args.max_batch_delay_ms}")
+              f"server max_batch_size {args.max_batch_size}, max_batch_delay_ms {args.max_batch_delay_ms}, workers {args.server_workers}")
     print(header, flush=True)
     rows = []
     if not args.skip_naive:
@@ -75,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(engine_row)
     print("engine done", flush=True)
     server_args = ["--device", args.device, "--backend", args.backend, "--max-batch-size", str(args.max_batch_size),
-                   "--max-batch-delay-ms", str(args.max_batch_delay_ms), "--max-queue-size", str(max(64, 2 * max(args.concurrency)))]
-    server_rows = bench_server(args.weights, images, args.concurrency, args.seconds, server_args)
+                   "--max-batch-delay-ms", str(args.max_batch_delay_ms), "--max-queue-size", str(max(64, 2 * max(args.concurrency))),
+                   "--workers", str(args.server_workers)]
+    server_rows = bench_server(args.weights, images, args.concurrency, args.seconds, server_args, args.client_processes)
     rows += server_rows
     by_clients = {r["clients"]: r for r in server_rows}
     ratios = {}

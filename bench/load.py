@@ -16,7 +16,9 @@ import random
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 
 import grpc
@@ -66,6 +68,17 @@ class LoadReport:
             "mean_batch": round(float(np.mean(self.batch_sizes)), 2) if self.batch_sizes else 0.0,
             "codes": dict(self.codes),
         }
+
+    @classmethod
+    def merged(cls, reports: list[LoadReport]) -> LoadReport:
+        """One report of client processes that ran side by side over the same window."""
+        out = cls(sum(r.clients for r in reports), max(r.seconds for r in reports), reports[0].deadline_s)
+        for r in reports:
+            out.codes.update(r.codes)
+            out.latencies_ms += r.latencies_ms
+            out.server_ms += r.server_ms
+            out.batch_sizes += r.batch_sizes
+        return out
 
     def table(self) -> str:
         s = self.summary()
@@ -126,6 +139,40 @@ async def run_load(
     return report
 
 
+def _load_from_process(connection: Connection, images: list[bytes], clients: int, seconds: float,
+                       deadline_s: float | None, start_at: float) -> LoadReport:
+    time.sleep(max(0.0, start_at - time.time()))  # all processes start their window together
+    return asyncio.run(run_load(connection, images, clients, seconds, deadline_s))
+
+
+class ClientProcesses:
+    """`run_load` with the clients spread over several processes, kept for successive loads: one
+    Python process tops out at a few thousand calls a second, fewer than a GPU server answers. On
+    a small machine keep one: client processes take cores from the server."""
+
+    def __init__(self, processes: int = 1) -> None:
+        self.processes = processes
+        self._pool = ProcessPoolExecutor(processes, mp_context=get_context("spawn")) if processes > 1 else None
+        self._started = False
+
+    def run(self, connection: Connection, images: list[bytes], clients: int, seconds: float, deadline_s: float | None = None) -> LoadReport:
+        if self._pool is None or clients < 2:
+            return asyncio.run(run_load(connection, images, clients, seconds, deadline_s))
+        n = min(self.processes, clients)
+        shares = [clients // n + (i < clients % n) for i in range(n)]
+        start_at = time.time() + (1.0 if self._started else 8.0)  # the first time, interpreters start and import grpc
+        self._started = True
+        futures = [self._pool.submit(_load_from_process, connection, images, k, seconds, deadline_s, start_at) for k in shares]
+        return LoadReport.merged([f.result() for f in futures])
+
+    def __enter__(self) -> ClientProcesses:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", default="127.0.0.1:50051")
@@ -134,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--deadline-s", type=float, default=None, help="per-request deadline (default: none)")
     parser.add_argument("--api-key", default=None)
+    parser.add_argument("--processes", type=int, default=1, help="client processes (more only where the clients are the limit)")
     parser.add_argument("--json", type=Path, help="also write the reports as JSON")
     args = parser.parse_args(argv)
     images = [p.read_bytes() for p in image_files(args.images)]
@@ -142,10 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     connection = Connection(target=args.target, api_key=args.api_key)
     reports = []
-    for clients in args.clients:
-        report = asyncio.run(run_load(connection, images, clients, args.seconds, args.deadline_s))
-        print(report.table(), flush=True)
-        reports.append(report.summary())
+    with ClientProcesses(args.processes) as load:
+        for clients in args.clients:
+            report = load.run(connection, images, clients, args.seconds, args.deadline_s)
+            print(report.table(), flush=True)
+            reports.append(report.summary())
     if args.json:
         args.json.write_text(json.dumps(reports, indent=2))
     return 0

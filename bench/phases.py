@@ -7,7 +7,6 @@ process (spawned), and the server is a subprocess as in production.
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import threading
 import time
@@ -18,7 +17,7 @@ import cv2
 import numpy as np
 
 import server  # noqa: F401  (offline before Ultralytics is imported)
-from bench.load import run_load
+from bench.load import ClientProcesses
 from bench.server_process import ServerProcess
 from server.engine import InferenceEngine
 from server.manifest import WeightsStore
@@ -164,19 +163,22 @@ class GpuSampler:
         return float(np.mean(self.samples)) if self.samples else None
 
 
-def bench_server(weights: Path, images: list[bytes], concurrencies: list[int], seconds: float, server_args: list[str]) -> list[dict]:
+def bench_server(weights: Path, images: list[bytes], concurrencies: list[int], seconds: float, server_args: list[str],
+                 client_processes: int = 1) -> list[dict]:
     import psutil
 
     rows = []
-    with ServerProcess(weights, *server_args, "--log-level", "WARNING") as proc:
+    with ServerProcess(weights, *server_args, "--log-level", "WARNING") as proc, ClientProcesses(client_processes) as load:
         connection = Connection(target=proc.target)
-        asyncio.run(run_load(connection, images, max(concurrencies), 2.0))  # warm up every batch size
-        process = psutil.Process(proc.proc.pid)
+        load.run(connection, images, max(concurrencies), 2.0)  # warm up every batch size (and the client processes)
+        supervisor = psutil.Process(proc.proc.pid)
+        server_processes = [supervisor, *supervisor.children()]  # the workers, with --workers
         for clients in concurrencies:
-            process.cpu_percent(None)
+            for p in server_processes:
+                p.cpu_percent(None)
             with GpuSampler() as gpu:
-                report = asyncio.run(run_load(connection, images, clients, seconds))
-            cpu = process.cpu_percent(None)
+                report = load.run(connection, images, clients, seconds)
+            cpu = sum(p.cpu_percent(None) for p in server_processes)
             s = report.summary()
             rows.append({"name": f"server c={clients}", "clients": clients, "images_per_s": s["goodput_per_s"], "p50_ms": s["p50_ms"],
                          "server_p50_ms": s["server_p50_ms"],

@@ -27,6 +27,8 @@ class ServerProcess:
         self.startup_timeout_s = startup_timeout_s
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
+        self.banner = ""
+        """The server's "wildscreen serving ..." line."""
         self.log_path = Path(tempfile.mkstemp(prefix="wildscreen-server-", suffix=".log")[1])
 
     @property
@@ -49,6 +51,7 @@ class ServerProcess:
             m = _SERVING.search(line)
             if m:
                 self.port = int(m.group(3))
+                self.banner = line.strip()
                 return self
         self.stop()
         raise TimeoutError(f"server did not start in {self.startup_timeout_s}s:\n{self.logs()}")

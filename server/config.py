@@ -45,6 +45,9 @@ class ServerConfig:
     insecure: bool = _doc("allow plaintext on a non-loopback address", default=False)
     api_keys_file: Path | None = _doc("file of hashed API keys (`wildscreen keys add`); unset = no key needed", default=None)
     metrics_port: int = _doc("port of the Prometheus /metrics endpoint on the same host; 0 = off", default=0)
+    workers: int = _doc("server processes sharing the port (SO_REUSEPORT); more than 1 where one process's Python "
+                        "is the limit, as on a GPU; each loads its own copy of the model", default=1)
+    worker_index: int = _doc("set by the --workers supervisor for each worker; -1 = not supervised", default=-1)
     grace_period_s: float = _doc("on SIGTERM, how long requests in flight get to finish", default=10.0)
     log_format: str = _doc("json or text", default="json")
     log_level: str = _doc("DEBUG, INFO, WARNING or ERROR", default="INFO")
@@ -57,6 +60,8 @@ class ServerConfig:
             problems.append("max_batch_size must be at least 1")
         if self.max_batch_delay_ms < 0:
             problems.append("max_batch_delay_ms must not be negative")
+        if self.workers < 1:
+            problems.append("workers must be at least 1")
         if self.max_queue_size < self.max_batch_size:
             problems.append("max_queue_size must be at least max_batch_size")
         if self.backend not in ("auto", "torch", "onnx"):
@@ -89,6 +94,18 @@ class ServerConfig:
                 "or --insecure if a trusted proxy terminates TLS"
             )
         return None
+
+    def to_args(self) -> list[str]:
+        """The flags that give this configuration back (from_args(to_args()) == self): how the
+        supervisor hands its configuration to the worker processes."""
+        args = []
+        for f in dataclasses.fields(self):
+            value, flag = getattr(self, f.name), "--" + f.name.replace("_", "-")
+            if isinstance(value, bool):
+                args.append(flag if value else "--no-" + flag[2:])
+            elif value is not None:
+                args += [flag, str(value)]
+        return args
 
     @classmethod
     def from_args(cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> ServerConfig:

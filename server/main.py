@@ -55,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if refusal:
         print(f"wildscreen-serve: {refusal}", file=sys.stderr)
         return 2
+    if config.workers > 1:
+        from server.workers import supervise
+
+        return supervise(config)
     asyncio.run(serve(config))
     return 0
 

@@ -158,6 +158,10 @@ class ScreeningServicer(pb_grpc.ScreeningServicer):
             await context.abort(*_status_of(exc, ""))
 
     async def ReloadModel(self, request: pb.ReloadModelRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
+        if self.screener.config.worker_index >= 0:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                "this server runs several worker processes and the call would reload one of them: make the "
+                                "version current (training promote) and send SIGHUP to the supervisor, which reloads them all")
         try:
             await self.screener.load(request.version or None)
             return self.model_info()

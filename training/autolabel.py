@@ -22,7 +22,6 @@ Images that get no confident box are listed in needs_review.txt for a person. Co
 from __future__ import annotations
 
 import argparse
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,8 +31,8 @@ from tqdm import tqdm
 
 from server.detections import Detections
 from server.imageio import decode
-from server.overlay import draw_overlay
 from server.taxonomy import LABELS, NAMES, by_label
+from training import sheets
 from training.layout import IMAGE_SUFFIXES, LabelBox, write_labels
 
 ANALYSIS_SIDE = 256
@@ -195,29 +194,15 @@ def propose_by_detector(
     return out
 
 
-def contact_sheet(proposals: list[Proposal], label: str, path: Path, cell: int = 200, columns: int = 8, limit: int = 64, seed: int = 0) -> Path:
-    """A grid of thumbnails with the proposed boxes drawn (random sample of at most `limit`)."""
-    sample = list(proposals)
-    random.Random(seed).shuffle(sample)
-    tiles = []
+def contact_sheet(proposals: list[Proposal], label: str, path: Path, limit: int = 64) -> Path:
+    """Proposals drawn on a contact sheet, all boxes of the image's class with the proposal's score."""
     class_id = by_label(label).id
-    for p in sample[:limit]:
-        pixels = decode(p.image.read_bytes()).pixels
+    items = []
+    for p in proposals:
         n = len(p.boxes)
-        detections = Detections(np.array(p.boxes, np.float32).reshape(-1, 4), np.full(n, p.score, np.float32), np.full(n, class_id, np.int64))
-        drawn = draw_overlay(pixels, detections) if n else pixels
-        scale = cell / max(drawn.shape[:2])
-        thumb = cv2.resize(drawn, (max(1, int(drawn.shape[1] * scale)), max(1, int(drawn.shape[0] * scale))), interpolation=cv2.INTER_AREA)
-        tile = np.full((cell + 14, cell, 3), 255, np.uint8)
-        tile[: thumb.shape[0], : thumb.shape[1]] = thumb
-        cv2.putText(tile, p.image.name[:28], (2, cell + 11), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
-        tiles.append(tile)
-    while not tiles or len(tiles) % columns:
-        tiles.append(np.full((cell + 14, cell, 3), 255, np.uint8))
-    grid = np.vstack([np.hstack(tiles[i : i + columns]) for i in range(0, len(tiles), columns)])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), grid)
-    return path
+        boxes = Detections(np.array(p.boxes, np.float32).reshape(-1, 4), np.full(n, p.score, np.float32), np.full(n, class_id, np.int64))
+        items.append((p.image, boxes, p.image.name))
+    return sheets.contact_sheet(items, path, limit=limit)
 
 
 @dataclass

@@ -117,6 +117,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model=args.model, data=args.data, out=out, split=args.split, calibration_split=args.calibration_split,
         target_precision=args.target_precision, target_recall=args.target_recall, device=args.device,
         card_notes=args.card_notes, imgsz=args.imgsz, review_budget=args.review_budget or None,
+        reports=args.reports or Path("reports") / out.resolve().parent.name / out.name,
     ))
     print(f"{'class':<16} {'AP50':>6} {'AP50-95':>8} {'review':>7} {'flag':>6}  test P/R at review")
     for label, t in result["thresholds"].items():
@@ -253,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="most of the images without a class that its review threshold may send to review (0 = no limit)")
     p.add_argument("--device", default="auto")
     p.add_argument("--card-notes", type=Path, help="markdown placed first in the card: data and limitations")
+    p.add_argument("--reports", type=Path, help="contact sheets of hits, misses and false reviews on the test split "
+                   "(default reports/<run>/<out>; ignored by git: they show the data's photos)")
     p.add_argument("--imgsz", type=int, help="evaluate (and later serve) at this input size; default: the training size")
     p.set_defaults(handler=cmd_evaluate)
 

@@ -23,10 +23,12 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from server.detections import Detections
 from server.policy import ClassPolicy, Verdict
 from server.taxonomy import LABELS, TAXONOMY
 from training.calibrate import Calibration, calibrate_class, operating_point
 from training.layout import Dataset
+from training.sheets import contact_sheet
 from training.split import BACKGROUND, image_classes
 from training.modelfile import candidate_engine
 
@@ -48,6 +50,8 @@ class EvaluationOptions:
     card_notes: Path | None = None
     imgsz: int | None = None
     """Serve at this input size instead of the training size (evaluated, then promoted with --imgsz)."""
+    reports: Path | None = None
+    """Where the contact sheets of predictions go (an ignored folder: they show the data's photos)."""
 
 
 @dataclass(frozen=True)
@@ -58,12 +62,15 @@ class ScoredImages:
     truth: np.ndarray
     """(N, classes) bool: the labels contain the class."""
     sources: list[str]
+    detections: list[Detections]
+    """What the engine found in each image, above SCORE_FLOOR (for the contact sheets)."""
 
 
 def score_split(engine, dataset: Dataset, images: list[Path], batch: int, desc: str) -> ScoredImages:
     meta = dataset.read_meta()
     scores = np.zeros((len(images), len(TAXONOMY)), dtype=np.float32)
     truth = np.zeros((len(images), len(TAXONOMY)), dtype=bool)
+    found: list[Detections] = []
     for i, image in enumerate(images):
         for label in image_classes(dataset, image, meta) - {BACKGROUND}:
             truth[i, LABELS.index(label)] = True
@@ -71,10 +78,11 @@ def score_split(engine, dataset: Dataset, images: list[Path], batch: int, desc: 
         chunk = images[start : start + batch]
         prepared = [engine.decode_and_prepare(p.read_bytes())[1] for p in chunk]
         for j, detections in enumerate(engine.run(prepared, SCORE_FLOOR)):
+            found.append(detections)
             for c, s in zip(detections.class_id, detections.confidence):
                 scores[start + j, c] = max(scores[start + j, c], s)
     sources = [meta[r].source if (r := dataset.relative(p)) in meta else "unknown" for p in images]
-    return ScoredImages(images, scores, truth, sources)
+    return ScoredImages(images, scores, truth, sources, found)
 
 
 def verdicts(scores: np.ndarray, policies: tuple[ClassPolicy, ...]) -> np.ndarray:
@@ -121,6 +129,26 @@ def examples(scored: ScoredImages) -> dict[str, dict[str, Any]]:
             best = int(positives[np.argmax(scored.scores[positives, c.id])])
             out[c.label] = {"image": _portable(scored.paths[best]), "score": float(scored.scores[best, c.id])}
     return out
+
+
+def write_prediction_sheets(scored: ScoredImages, policies: tuple[ClassPolicy, ...], folder: Path) -> list[Path]:
+    """Per class, contact sheets of the images it finds (at the review threshold), of those it
+    misses, and of the images without it that it sends to review: what a person should look at
+    before trusting the numbers. Boxes at or above the class's review threshold are drawn."""
+    written = []
+    for p in policies:
+        has = scored.truth[:, p.id]
+        fires = scored.scores[:, p.id] >= p.review_threshold
+        groups = {"found": has & fires, "missed": has & ~fires, "false_review": ~has & fires}
+        for name, mask in groups.items():
+            items = []
+            for i in np.flatnonzero(mask):
+                d = scored.detections[i]
+                shown = d[(d.class_id == p.id) & (d.confidence >= p.review_threshold)] if name != "missed" else d[d.confidence >= 0.1]
+                items.append((scored.paths[i], shown, f"{scored.sources[i][:14]} {p.label[:8]} {scored.scores[i, p.id]:.2f}"))
+            if items:
+                written.append(contact_sheet(items, folder / f"{p.label}_{name}.png"))
+    return written
 
 
 def _portable(path: Path) -> str:
@@ -262,6 +290,8 @@ def evaluate(options: EvaluationOptions) -> dict[str, Any]:
     }
     for name, scored in evaluated.items():
         plot_image_pr(scored, calibrations, out / f"image_pr_{name}.png", f"image-level precision/recall, {name} split")
+    if options.reports:
+        write_prediction_sheets(test, policies, Path(options.reports))
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     run_record = read_run_record(Path(options.model).parent.parent)
     notes = Path(options.card_notes).read_text() if options.card_notes else ""

@@ -64,12 +64,12 @@ def render(metrics: dict[str, Any], run: dict[str, Any], notes: str = "", title:
     lines += [f"| all | | {_num(a.get('precision'))} | {_num(a.get('recall'))} | {_num(a.get('ap50'))} | {_num(a.get('ap50_95'))} |", ""]
 
     targets = metrics.get("targets", {})
+    budget = f" without sending more than {targets['review_budget']:.0%} of the images without the class to review" if targets.get("review_budget") else ""
     lines += [
         "## Thresholds",
         "",
         f"Calibrated on the {next(iter(metrics['thresholds'].values()))['calibration_split']} split: review at the highest "
-        f"confidence that keeps recall >= {targets.get('recall')} without sending more than {targets.get('review_budget')} of the "
-        f"images without the class to review, flag at the lowest that reaches precision >= {targets.get('precision')}; "
+        f"confidence that keeps recall >= {targets.get('recall')}{budget}, flag at the lowest that reaches precision >= {targets.get('precision')}; "
         f"measured on the {split} split.",
         "",
         "| class | review threshold | flag threshold | test precision / recall at review | at flag | note |",

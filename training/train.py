@@ -93,8 +93,6 @@ def dataset_counts(data: Path) -> dict[str, Any]:
 
 def train(options: TrainOptions) -> Path:
     """Train; returns the run folder (weights/best.pt inside)."""
-    import torch
-    import ultralytics
     from ultralytics import YOLO
 
     device = resolve_device(options.device)
@@ -104,6 +102,7 @@ def train(options: TrainOptions) -> Path:
         if not last.is_file():
             raise FileNotFoundError(f"nothing to resume: {last} does not exist")
         YOLO(str(last)).train(resume=True, device=device)
+        _mark_completed(run_dir, resumed=True)
         return run_dir
     check_data(options.data)
     base = check_base(options.model)
@@ -113,7 +112,18 @@ def train(options: TrainOptions) -> Path:
         name=options.name, exist_ok=True, seed=options.seed, deterministic=True, freeze=options.freeze, plots=True,
     )
     args.update(options.overrides)
+    # Written first, so that a resumed run still knows its base (Ultralytics' args.yaml then names last.pt).
+    write_run_record(run_dir, options, args, base)
     YOLO(base).train(**args)
+    _mark_completed(run_dir)
+    return run_dir
+
+
+def write_run_record(run_dir: Path, options: TrainOptions, args: dict[str, Any], base: str) -> Path:
+    """wildscreen_run.json: the base model and its sha256, the data, the arguments, the versions."""
+    import torch
+    import ultralytics
+
     record = {
         "created": now_iso(),
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
@@ -122,8 +132,19 @@ def train(options: TrainOptions) -> Path:
         "data": dataset_counts(options.data),
         "versions": {"ultralytics": ultralytics.__version__, "torch": torch.__version__, "python": platform.python_version()},
     }
-    (run_dir / RUN_RECORD).write_text(json.dumps(record, indent=2, default=str))
-    return run_dir
+    path = Path(run_dir) / RUN_RECORD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, default=str))
+    return path
+
+
+def _mark_completed(run_dir: Path, resumed: bool = False) -> None:
+    path = Path(run_dir) / RUN_RECORD
+    record = json.loads(path.read_text()) if path.exists() else {"note": "run started without a record (before it existed)"}
+    record["completed"] = now_iso()
+    if resumed:
+        record["resumed"] = record.get("resumed", 0) + 1
+    path.write_text(json.dumps(record, indent=2, default=str))
 
 
 def read_run_record(run_dir: Path) -> dict[str, Any]:

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def evaluation(tiny_run, synthetic_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluation")
-    result = evaluate(EvaluationOptions(model=tiny_run / "weights" / "best.pt", data=synthetic_dataset, out=out, device="cpu"))
+    result = evaluate(EvaluationOptions(model=tiny_run / "weights" / "best.pt", data=synthetic_dataset, out=out, device="cpu",
+                                        reports=out / "reports"))
     return out, result
 
 
@@ -27,6 +28,19 @@ def test_detection_and_image_level_metrics(evaluation):
     assert level["per_class"]["ivory"]["images"] > 0
     assert 0.0 <= level["clean"]["flag_rate"] <= 1.0
     assert json.loads((out / "metrics.json").read_text()) == result
+
+
+def test_contact_sheets_show_what_was_found_and_missed(evaluation):
+    import cv2
+
+    out, result = evaluation
+    found = out / "reports" / "ivory_found.png"
+    assert found.is_file()
+    sheet = cv2.imread(str(found))
+    assert sheet.shape[1] == 8 * 200 and sheet.shape[0] % 214 == 0
+    positives = result["metrics"]["image_level"]["test"]["per_class"]["ivory"]["images"]
+    recall = result["thresholds"]["ivory"]["test"]["review"]["recall"]
+    assert (out / "reports" / "ivory_missed.png").is_file() == (recall < 1.0), (positives, recall)
 
 
 def test_thresholds_are_calibrated_on_val_and_measured_on_test(evaluation):

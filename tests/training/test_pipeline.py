@@ -39,7 +39,8 @@ def test_labelled_folders_to_a_served_model(tmp_path, untrained_weights, stub_fo
     best = runs / "e2e" / "weights" / "best.pt"
     assert best.is_file() and (runs / "e2e" / "wildscreen_run.json").is_file()
 
-    assert main(["evaluate", "--model", str(best), "--data", str(ds / "data.yaml"), "--device", "cpu"]) == 0
+    assert main(["evaluate", "--model", str(best), "--data", str(ds / "data.yaml"), "--device", "cpu",
+                 "--reports", str(tmp_path / "reports")]) == 0
     metrics = json.loads((runs / "e2e" / "evaluation" / "metrics.json").read_text())
     assert set(metrics["thresholds"]) == {"ivory", "pangolin_scales", "tiger_parts", "live_reptile"}
     assert (runs / "e2e" / "evaluation" / "model_card.md").read_text().startswith("# wildscreen model")

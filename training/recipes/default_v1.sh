@@ -29,6 +29,9 @@ $T check data/default/dataset
 $T evaluate --model runs/default-c/weights/best.pt --data $DATA --device cpu --out runs/default-c/evaluation-320 \
   --card-notes training/recipes/default_v1_card.md
 
+# (Also compared, not chosen: run g, c unfrozen for 58 epochs on a lent H100 from a 320 px copy of
+#  train and val, by bench/gpu.sh with .gpudata carried; evaluated here like c. See the card.)
+
 # 5. Export the chosen one (ONNX, checked against the .pt) and promote it.
 $T export --model runs/default-c/weights/best.pt --samples data/default/dataset/images/met-ivory --max-samples 32
 $T promote runs/default-c --evaluation runs/default-c/evaluation-320 --version v1

@@ -1,0 +1,133 @@
+"""`--workers N`: N server processes on one port, for when one Python process is the limit.
+
+One grpc.aio process keeps about one core busy with gRPC, protobuf and request handling. On a GPU
+that core, not the GPU, caps the throughput (bench/gpu.sh on an H100: about 500 images/s with the
+server at 110% CPU and the GPU 10% busy). gRPC listens with SO_REUSEPORT, so several processes can
+listen on one port and the kernel spreads the connections over them.
+
+The supervisor starts the workers with its own configuration, prints the serving line once all
+are up, passes SIGTERM/SIGINT (drain and stop) and SIGHUP (reload the current model) on to every
+worker, and starts a worker again when one dies. Each worker loads its own copy of the model (on a
+GPU, its own CUDA context) and serves its own metrics port (--metrics-port + its index). The
+ReloadModel RPC reaches one worker only, so supervised workers refuse it: make the version current
+with `training promote` and send SIGHUP to the supervisor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from server.config import ServerConfig
+
+log = logging.getLogger("server.workers")
+_SERVING = re.compile(r"wildscreen serving (\S+) on ")
+RESTART_DELAY_S = 1.0
+
+
+def worker_config(config: ServerConfig, port: int, index: int) -> ServerConfig:
+    """A worker's share: the fixed port, its own metrics port, its share of the CPU cores."""
+    share = max(1, (os.cpu_count() or 1) // config.workers)
+    return dataclasses.replace(
+        config, port=port, workers=1, worker_index=index,
+        metrics_port=config.metrics_port + index if config.metrics_port else 0,
+        torch_threads=config.torch_threads or share, decode_workers=config.decode_workers or share,
+    )
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A bound (not listening) SO_REUSEPORT socket that holds the port while the workers start:
+    with --port 0 it picks the port; the workers' sockets join it, and it gets no connections."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host.strip("[]"), port))
+    return sock
+
+
+class Worker:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.version: str | None = None
+        self.ready = threading.Event()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server", *config.to_args()], stdout=subprocess.PIPE, text=True, bufsize=1,
+        )
+        threading.Thread(target=self._read_stdout, daemon=True, name=f"worker-{config.worker_index}-stdout").start()
+
+    def _read_stdout(self) -> None:
+        for line in self.proc.stdout:
+            m = _SERVING.search(line)
+            if m and not self.ready.is_set():
+                self.version = m.group(1)
+                self.ready.set()
+            else:
+                sys.stdout.write(line)
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+
+def supervise(config: ServerConfig, startup_timeout_s: float = 600.0) -> int:
+    """Run `config.workers` workers until SIGTERM or SIGINT; the exit code of a clean stop is 0."""
+    holder = reserve_port(config.host, config.port)
+    port = holder.getsockname()[1]
+    workers = [Worker(worker_config(config, port, i)) for i in range(config.workers)]
+    stopping = threading.Event()
+
+    def forward(sig: int, _frame: object) -> None:
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            stopping.set()
+        for w in workers:
+            w.signal(signal.SIGTERM if sig == signal.SIGINT else sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+
+    deadline = time.monotonic() + startup_timeout_s
+    while not all(w.ready.is_set() for w in workers):
+        dead = [w for w in workers if w.proc.poll() is not None]
+        if dead or stopping.is_set() or time.monotonic() > deadline:
+            why = f"worker {dead[0].config.worker_index} exited with {dead[0].proc.returncode}" if dead else "stopped or timed out"
+            print(f"wildscreen-serve: workers did not start: {why}", file=sys.stderr)
+            return _stop(workers, config.grace_period_s) or 1
+        time.sleep(0.05)
+    holder.close()
+    print(f"wildscreen serving {workers[0].version} on {config.host}:{port} with {len(workers)} workers "
+          f"(pids {' '.join(str(w.proc.pid) for w in workers)})", flush=True)
+
+    while not stopping.is_set():
+        for i, w in enumerate(workers):
+            if w.proc.poll() is not None and not stopping.is_set():
+                log.error("worker died; starting it again", extra={"fields": {"worker": i, "pid": w.proc.pid, "exit": w.proc.returncode}})
+                time.sleep(RESTART_DELAY_S)
+                workers[i] = Worker(w.config)
+        stopping.wait(0.2)
+    return _stop(workers, config.grace_period_s)
+
+
+def _stop(workers: list[Worker], grace_period_s: float) -> int:
+    for w in workers:
+        w.signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_period_s + 10.0
+    codes = []
+    for w in workers:
+        try:
+            codes.append(w.proc.wait(max(0.1, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            w.proc.kill()
+            codes.append(w.proc.wait())
+    # A worker stopped before it was serving had nothing in flight: SIGTERM's default end is clean.
+    clean = [c == 0 or (c == -signal.SIGTERM and not w.ready.is_set()) for w, c in zip(workers, codes)]
+    if not all(clean):
+        log.error("workers ended badly", extra={"fields": {"exit_codes": codes}})
+    return 0 if all(clean) else 1

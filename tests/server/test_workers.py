@@ -1,0 +1,74 @@
+"""--workers: several server processes on one port, started, supervised and stopped together."""
+
+import re
+import signal
+import time
+import urllib.request
+
+import grpc
+import psutil
+import pytest
+
+from bench.server_process import ServerProcess
+from server.config import ServerConfig
+from tests.server.test_grpc_untrained import jpeg
+from tests.server.test_reliability import free_port
+from wildscreen.v1 import screening_pb2 as pb
+from wildscreen.v1 import screening_pb2_grpc as pb_grpc
+
+pytestmark = pytest.mark.slow
+
+
+def screened_count(metrics_port: int) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    return sum(float(v) for v in re.findall(r'^wildscreen_images_total\{code="OK"\} (\S+)$', text, re.M))
+
+
+def screen_on_fresh_channels(target: str, n: int) -> list[str]:
+    """One channel (so one connection) per request: the kernel spreads connections over workers."""
+    codes = []
+    for i in range(n):
+        with grpc.insecure_channel(target) as channel:
+            try:
+                pb_grpc.ScreeningStub(channel).Screen(pb.ScreenRequest(image=jpeg(96, 64, seed=i)), timeout=30)
+                codes.append("OK")
+            except grpc.RpcError as exc:
+                codes.append(exc.code().name)
+    return codes
+
+
+def test_workers_share_the_port_and_the_supervisor_replaces_one_that_dies(untrained_weights):
+    metrics = free_port()
+    with ServerProcess(untrained_weights, "--workers", "2", "--max-batch-size", "2", "--metrics-port", str(metrics)) as proc:
+        pids = [int(p) for p in re.search(r"pids ([\d ]+)\)", proc.banner).group(1).split()]
+        assert len(pids) == 2 and "with 2 workers" in proc.banner
+        assert screen_on_fresh_channels(proc.target, 16) == ["OK"] * 16
+        per_worker = [screened_count(metrics), screened_count(metrics + 1)]
+        assert sum(per_worker) == 16 and min(per_worker) > 0, per_worker
+
+        with grpc.insecure_channel(proc.target) as channel, pytest.raises(grpc.RpcError) as refused:
+            pb_grpc.ScreeningStub(channel).ReloadModel(pb.ReloadModelRequest(), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "SIGHUP" in refused.value.details()
+
+        psutil.Process(pids[0]).kill()
+        supervisor = psutil.Process(proc.proc.pid)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            children = [c for c in supervisor.children() if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+            if len(children) == 2 and pids[0] not in [c.pid for c in children]:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the dead worker was not started again")
+        # Until the new worker is up, connections land on the one that stayed: nothing is lost.
+        assert screen_on_fresh_channels(proc.target, 8) == ["OK"] * 8
+
+        proc.signal(signal.SIGTERM)
+        assert proc.proc.wait(60) == 0
+        assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_a_configuration_survives_the_trip_through_flags():
+    config = ServerConfig(port=0, max_batch_size=16, insecure=True, metrics_port=9100, workers=3, tls_cert=None)
+    assert ServerConfig.from_args(config.to_args(), environ={}) == config
+    assert ServerConfig.from_args(ServerConfig().to_args(), environ={"WILDSCREEN_INSECURE": "1"}) == ServerConfig()
