@@ -95,7 +95,7 @@ BAD_INPUTS = [
     ("unknown class", pb.ScreenRequest(image=jpeg(), classes=["ivory", "unicorn"]), grpc.StatusCode.INVALID_ARGUMENT, "unicorn"),
     ("confidence", pb.ScreenRequest(image=jpeg(), min_confidence=1.5), grpc.StatusCode.INVALID_ARGUMENT, "min_confidence"),
     ("overlay enum", pb.ScreenRequest(image=jpeg(), overlay=7), grpc.StatusCode.INVALID_ARGUMENT, "overlay"),
-    ("21 MiB", pb.ScreenRequest(image=b"\xff\xd8" + bytes(21 * 1024 * 1024)), grpc.StatusCode.RESOURCE_EXHAUSTED, "larger than max"),
+    ("25 MiB", pb.ScreenRequest(image=b"\xff\xd8" + bytes(25 * 1024 * 1024)), grpc.StatusCode.RESOURCE_EXHAUSTED, "larger than max"),
 ]
 
 
