@@ -30,7 +30,8 @@ from server.config import ServerConfig
 
 log = logging.getLogger("server.workers")
 _SERVING = re.compile(r"wildscreen serving (\S+) on ")
-RESTART_DELAY_S = 1.0
+RESTART_DELAY_S = 0.5
+MAX_RESTART_DELAY_S = 30.0
 
 
 def worker_config(config: ServerConfig, port: int, index: int) -> ServerConfig:
@@ -54,8 +55,11 @@ def reserve_port(host: str, port: int) -> socket.socket:
 
 
 class Worker:
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, restart_delay_s: float = RESTART_DELAY_S) -> None:
         self.config = config
+        self.started = time.monotonic()
+        self.restart_delay_s = restart_delay_s
+        """How long to wait before starting it again if it dies within a minute."""
         self.version: str | None = None
         self.ready = threading.Event()
         self.proc = subprocess.Popen(
@@ -108,9 +112,13 @@ def supervise(config: ServerConfig, startup_timeout_s: float = 600.0) -> int:
     while not stopping.is_set():
         for i, w in enumerate(workers):
             if w.proc.poll() is not None and not stopping.is_set():
-                log.error("worker died; starting it again", extra={"fields": {"worker": i, "pid": w.proc.pid, "exit": w.proc.returncode}})
-                time.sleep(RESTART_DELAY_S)
-                workers[i] = Worker(w.config)
+                # A worker that keeps dying (a broken model, no GPU memory) is retried ever more slowly.
+                delay = w.restart_delay_s if time.monotonic() - w.started < 60.0 else RESTART_DELAY_S
+                log.error("worker died; starting it again", extra={"fields": {
+                    "worker": i, "pid": w.proc.pid, "exit": w.proc.returncode, "in_s": delay}})
+                stopping.wait(delay)
+                if not stopping.is_set():
+                    workers[i] = Worker(w.config, restart_delay_s=min(MAX_RESTART_DELAY_S, 2 * delay))
         stopping.wait(0.2)
     return _stop(workers, config.grace_period_s)
 
