@@ -33,7 +33,7 @@ from server.detections import Detections
 from server.imageio import decode
 from server.taxonomy import LABELS, NAMES, by_label
 from training import sheets
-from training.layout import IMAGE_SUFFIXES, LabelBox, write_labels
+from training.layout import LabelBox, image_files_under, write_labels
 
 ANALYSIS_SIDE = 256
 
@@ -255,7 +255,7 @@ def autolabel(
 
 
 def cmd_autolabel(args: argparse.Namespace) -> int:
-    images = sorted(p for p in Path(args.images).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    images = image_files_under(args.images)
     if not images:
         print(f"training autolabel: no images under {args.images}")
         return 2

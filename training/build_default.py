@@ -30,7 +30,7 @@ from pathlib import Path
 from training.autolabel import AutolabelResult, Proposal, contact_sheet, propose_by_detector, propose_by_segmentation, write_export
 from training.check import check_dataset, fix
 from training.importers import import_source
-from training.layout import IMAGE_SUFFIXES, Dataset
+from training.layout import Dataset, image_files_under
 from training.mapping import ClassMapping
 from training.split import split_dataset
 
@@ -46,10 +46,6 @@ class Caps:
     tiger_every_nth_frame: int = 2
     reptiles_per_folder: int = 150
     salient_seeds_per_folder: int = 150
-
-
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _link_view(files: list[Path], root: Path, view: Path) -> Path:
@@ -91,7 +87,7 @@ def build_views(shared: Path, work: Path, caps: Caps, seed: int) -> dict[str, Pa
     bone = [met / r["file"] for r in rows if r["class"] == "none" and r["material_note"] != "non-ivory museum object"]
     views["met-bone"] = _link_view(bone, met, work / "views" / "met-bone")
     tiger = data / "tiger-video"
-    frames = [p for p in _images(tiger / "images") if int(re.search(r"(\d+)", p.stem).group(1)) % (2 * caps.tiger_every_nth_frame) == 0]
+    frames = [p for p in image_files_under(tiger / "images") if int(re.search(r"(\d+)", p.stem).group(1)) % (2 * caps.tiger_every_nth_frame) == 0]
     views["tiger-video"] = _link_view(frames, tiger, work / "views" / "tiger-video")
     for sub in ("labels",):
         for label in _images_or_txt(tiger / sub):
@@ -99,7 +95,7 @@ def build_views(shared: Path, work: Path, caps: Caps, seed: int) -> dict[str, Pa
             target.parent.mkdir(parents=True, exist_ok=True)
             if not target.exists():
                 target.symlink_to(label.resolve())
-    amphibians = _images(data / "amphibians")
+    amphibians = image_files_under(data / "amphibians")
     views["amphibians"] = _link_view(_sample(amphibians, caps.amphibians, seed), data / "amphibians", work / "views" / "amphibians")
     views["caltech-lookalikes"] = data / "negatives" / "caltech"
     views["misc-products"] = data / "negatives" / "misc"
@@ -115,10 +111,10 @@ def write_mining_pool(shared: Path, work: Path, caps: Caps, seed: int) -> Path:
     beyond the cap): where `training mine` looks for the model's false positives."""
     data = shared / "data"
     met = data / "met-ivory"
-    used = {p.resolve() for name in ("met-negatives", "amphibians") for p in _images(work / "views" / name)}
+    used = {p.resolve() for name in ("met-negatives", "amphibians") for p in image_files_under(work / "views" / name)}
     rows = met_rows(shared)
     pool = [met / r["file"] for r in rows if r["class"] == "none" and r["material_note"] == "non-ivory museum object" and not is_painting(r)]
-    pool += _images(data / "amphibians")
+    pool += image_files_under(data / "amphibians")
     view = work / "views" / "mining-pool"
     for f in pool:
         if f.resolve() not in used:
@@ -139,7 +135,7 @@ def tiger_groups(view: Path, out: Path, frames_per_group: int = 40) -> Path:
     with open(out, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["file", "group"])
-        for p in _images(view / "images"):
+        for p in image_files_under(view / "images"):
             frame = int(re.search(r"(\d+)", p.stem).group(1))
             writer.writerow([p.relative_to(view / "images").as_posix(), f"t{frame // frames_per_group:03d}"])
     return out
@@ -156,7 +152,7 @@ def met_groups(shared: Path, out: Path) -> Path:
 
 
 def box_ivory(view: Path, out: Path) -> AutolabelResult:
-    proposals = propose_by_segmentation(_images(view))
+    proposals = propose_by_segmentation(image_files_under(view))
     result = AutolabelResult([p for p in proposals if p.boxes], [p for p in proposals if not p.boxes])
     write_export(result, "ivory", out, view)
     contact_sheet(result.accepted, "ivory", out / "contact_ivory.png")
@@ -208,7 +204,7 @@ def salient_seeds(views: dict[str, Path], out: Path, caps: Caps, seed: int) -> d
             proposals = [Proposal(Path(p["image"]), [tuple(b) for b in p["boxes"]], p["score"], p["reason"], tuple(p["size"]))
                          for p in json.loads(cache.read_text())]
         else:
-            proposals = propose_by_segmentation(_images(views[name]), "salient")
+            proposals = propose_by_segmentation(image_files_under(views[name]), "salient")
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps([{"image": str(p.image), "boxes": p.boxes, "score": p.score, "reason": p.reason,
                                           "size": list(p.size)} for p in proposals]))
@@ -233,7 +229,7 @@ def propose_folders(
         if not (target / "needs_review.txt").exists():
             # Pangolins: any class, since the proposer has seen few; the salient box must then agree.
             any_class = name == "pangolins"
-            proposals = propose_by_detector(_images(views[name]), proposer, label, 1.01 if any_class else 0.5, any_class,
+            proposals = propose_by_detector(image_files_under(views[name]), proposer, label, 1.01 if any_class else 0.5, any_class,
                                             device, second_opinion=salient[name])
             accepted = [p for p in proposals if p.boxes]
             if name.startswith("reptiles-") and name != "reptiles-chameleon":

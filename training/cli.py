@@ -134,9 +134,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from training.export import export
-    from training.layout import IMAGE_SUFFIXES
+    from training.layout import image_files_under
 
-    samples = sorted(p for p in Path(args.samples).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[: args.max_samples]
+    samples = image_files_under(args.samples)[: args.max_samples]
     if not samples:
         print(f"training export: no sample images under {args.samples}", file=sys.stderr)
         return 2

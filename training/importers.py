@@ -20,7 +20,7 @@ import yaml
 from tqdm import tqdm
 
 from server.imageio import probe
-from training.layout import IMAGE_SUFFIXES, Dataset, LabelBox, MetaRow, write_labels
+from training.layout import IMAGE_SUFFIXES, Dataset, LabelBox, MetaRow, image_files_under, write_labels
 from training.mapping import ClassMapping
 
 
@@ -120,8 +120,6 @@ def _write(
     return summary
 
 
-def _images_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def yolo_names(src: Path) -> dict[int, str]:
@@ -140,7 +138,7 @@ def read_yolo(src: Path, names: dict[int, str] | None = None) -> list[SourceImag
     exports) are ignored; an unknown class id is an error."""
     names = names or yolo_names(src)
     items = []
-    for image in _images_under(src / "images"):
+    for image in image_files_under(src / "images"):
         rel = image.relative_to(src / "images")
         label = (src / "labels" / rel).with_suffix(".txt")
         boxes = []
@@ -187,7 +185,7 @@ def read_voc(folder: Path) -> list[SourceImage]:
 
 
 def read_negatives(folder: Path) -> list[SourceImage]:
-    return [SourceImage(p, p.relative_to(folder), []) for p in _images_under(folder)]
+    return [SourceImage(p, p.relative_to(folder), []) for p in image_files_under(folder)]
 
 
 def import_source(

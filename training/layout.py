@@ -31,6 +31,11 @@ META_FIELDS = ("image", "source", "group", "origin", "label")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 
 
+def image_files_under(folder: Path) -> list[Path]:
+    """The image files anywhere under `folder`, sorted (so runs see them in the same order)."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 @dataclass(frozen=True)
 class LabelBox:
     class_id: int
@@ -93,7 +98,7 @@ class Dataset:
 
     def images(self) -> list[Path]:
         base = self.root / "images"
-        return sorted(p for p in base.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) if base.exists() else []
+        return image_files_under(base) if base.exists() else []
 
     def labels(self) -> list[Path]:
         base = self.root / "labels"

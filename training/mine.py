@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from training.importers import import_source
-from training.layout import IMAGE_SUFFIXES, Dataset
+from training.layout import Dataset, image_files_under
 from training.mapping import ClassMapping
 from training.modelfile import candidate_engine
 
@@ -50,7 +50,7 @@ def mine(model: Path, images: list[Path], root: Path, dataset: Dataset, source: 
 
 
 def cmd_mine(args: argparse.Namespace) -> int:
-    images = sorted(p for p in Path(args.images).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    images = image_files_under(args.images)
     hits = mine(args.model, images, Path(args.images), Dataset(args.dataset), args.source, args.min_confidence, args.device)
     print(f"{len(hits)} of {len(images)} images fired at >= {args.min_confidence}; added to {args.dataset}/train.txt as background "
           f"images of source {args.source!r}. Run `training check {args.dataset}` for leakage before training.")
