@@ -162,6 +162,10 @@ def validate(job: ScreenJob, default_max_detections: int) -> tuple[frozenset[int
     return class_ids, max_detections
 
 
+REFUSAL_MEMORY_S = 5.0
+"""How long a refused caller counts as waiting to come back (the longest pushback hint is 5 s)."""
+
+
 class Screener:
     def __init__(self, config: ServerConfig, metrics: ServerMetrics | None = None) -> None:
         self.config = config
@@ -169,6 +173,9 @@ class Screener:
         self.limits = DecodeLimits(config.max_request_bytes, config.max_image_pixels)
         self.max_in_flight = config.max_queue_size + config.max_batch_size
         self.in_flight = 0
+        self._refused = 0.0
+        """Callers turned away lately: a count that fades with time constant REFUSAL_MEMORY_S."""
+        self._refused_at = time.monotonic()
         self._pool = ThreadPoolExecutor(max_workers=config.decode_workers or None, thread_name_prefix="decode")
         self._runtime: ModelRuntime | None = None
         self._reload_lock = asyncio.Lock()
@@ -217,15 +224,14 @@ class Screener:
         """Screen one image; `deadline` is a time.monotonic() after which the caller has gone."""
         runtime = self.runtime  # this request stays on this model even if a reload swaps it
         if self.in_flight >= self.max_in_flight:
-            raise Overloaded(f"server busy: {self.max_in_flight} images in flight; retry with backoff",
-                             retry_after_ms=self._retry_after_ms(runtime))
+            raise self._refusal(runtime, f"server busy: {self.max_in_flight} images in flight; retry with backoff")
         rate = runtime.batcher.images_per_second
         if deadline is not None and rate > 0:
             # Work it cannot finish in time is refused now, cheaply, rather than decoded and dropped later.
             wait_s = (self.in_flight + 1) / rate
             if time.monotonic() + wait_s > deadline:
-                raise Overloaded(f"server busy: about {wait_s:.1f} s of work ahead, past this request's deadline; retry with backoff",
-                                 retry_after_ms=self._retry_after_ms(runtime))
+                raise self._refusal(runtime, f"server busy: about {wait_s:.1f} s of work ahead, past this request's deadline; "
+                                             "retry with backoff")
         self.in_flight += 1
         runtime.acquire()
         if self.metrics is not None:
@@ -238,12 +244,17 @@ class Screener:
             if self.metrics is not None:
                 self.metrics.in_flight.set(self.in_flight)
 
-    def _retry_after_ms(self, runtime: ModelRuntime) -> int:
-        """About how long until the images in flight are answered: a pushback hint for callers."""
+    def _refusal(self, runtime: ModelRuntime, message: str) -> Overloaded:
+        """Overloaded, with a pushback hint of about when there will be room for this caller: after
+        the images in flight and after the callers turned away lately, who come back too. A hint of
+        the images in flight alone sends every refused caller back at once, to be refused again:
+        under heavy overload the server then spends its cores saying no (issue 6: goodput)."""
+        now = time.monotonic()
+        self._refused = self._refused * math.exp(-(now - self._refused_at) / REFUSAL_MEMORY_S) + 1.0
+        self._refused_at = now
         rate = runtime.batcher.images_per_second
-        if rate <= 0:
-            return 200
-        return int(min(5000.0, max(50.0, 1000.0 * self.in_flight / rate)))
+        retry_after_ms = 200 if rate <= 0 else int(min(5000.0, max(50.0, 1000.0 * (self.in_flight + self._refused) / rate)))
+        return Overloaded(message, retry_after_ms=retry_after_ms)
 
     async def _screen(self, runtime: ModelRuntime, job: ScreenJob, deadline: float | None) -> ScreenResult:
         start = time.perf_counter()
