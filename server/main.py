@@ -31,14 +31,19 @@ async def serve(config: ServerConfig) -> None:
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
     loop.add_signal_handler(signal.SIGINT, stopping.set)
 
+    reloads: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
+
     def reload() -> None:
         async def run() -> None:
+            log.info("SIGHUP: loading the current model")
             try:
                 await server.screener.load(None)
             except Exception:
                 log.exception("reload on SIGHUP failed; the old model keeps serving")
 
-        loop.create_task(run())
+        task = loop.create_task(run())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
     await server.start()
