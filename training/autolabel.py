@@ -169,28 +169,25 @@ def propose_by_detector(
     """Detector boxes of `label` at >= min_confidence; with `second_opinion` (e.g. salient boxes),
     also boxes at >= agreeing_confidence that overlap the other proposer's box (IoU >= 0.5)."""
     from training.export import box_iou
-    from training.modelfile import candidate_engine
+    from training.modelfile import candidate_engine, detect_in_files
 
     engine = candidate_engine(detector, device)
     wanted = by_label(label).id
     floor = min(min_confidence, agreeing_confidence) if second_opinion else min_confidence
     out = []
-    for start in tqdm(range(0, len(images), batch), desc=f"proposing {label}", unit="batch"):
-        chunk = images[start : start + batch]
-        prepared = [engine.decode_and_prepare(path.read_bytes())[1] for path in chunk]
-        for path, p, found in zip(chunk, prepared, engine.run(prepared, floor)):
-            candidates = found if any_class else found[found.class_id == wanted]
-            keep = candidates.confidence >= min_confidence
-            other = (second_opinion or {}).get(path)
-            if other is not None and other.boxes and len(candidates):
-                agrees = box_iou(candidates.xyxy, np.array(other.boxes, np.float32)).max(axis=1) >= 0.5
-                keep |= agrees
-            kept = candidates[keep]
-            if len(kept):
-                out.append(Proposal(path, [tuple(map(float, b)) for b in kept.xyxy], float(kept.confidence.max()), "", (p.width, p.height)))
-            else:
-                best = f"best was {NAMES[int(found.class_id[0])]} {found.confidence[0]:.2f}" if len(found) else "nothing found"
-                out.append(Proposal(path, [], 0.0, f"no {label} box at confidence >= {min_confidence}, nor one the second opinion agrees with ({best})", (p.width, p.height)))
+    for path, p, found in detect_in_files(engine, images, floor, batch, desc=f"proposing {label}"):
+        candidates = found if any_class else found[found.class_id == wanted]
+        keep = candidates.confidence >= min_confidence
+        other = (second_opinion or {}).get(path)
+        if other is not None and other.boxes and len(candidates):
+            agrees = box_iou(candidates.xyxy, np.array(other.boxes, np.float32)).max(axis=1) >= 0.5
+            keep |= agrees
+        kept = candidates[keep]
+        if len(kept):
+            out.append(Proposal(path, [tuple(map(float, b)) for b in kept.xyxy], float(kept.confidence.max()), "", (p.width, p.height)))
+        else:
+            best = f"best was {NAMES[int(found.class_id[0])]} {found.confidence[0]:.2f}" if len(found) else "nothing found"
+            out.append(Proposal(path, [], 0.0, f"no {label} box at confidence >= {min_confidence}, nor one the second opinion agrees with ({best})", (p.width, p.height)))
     return out
 
 

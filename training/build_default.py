@@ -30,7 +30,7 @@ from pathlib import Path
 from training.autolabel import AutolabelResult, Proposal, contact_sheet, propose_by_detector, propose_by_segmentation, write_export
 from training.check import check_dataset, fix
 from training.importers import import_source
-from training.layout import Dataset, image_files_under
+from training.layout import Dataset, image_files_under, link_file, link_view
 from training.mapping import ClassMapping
 from training.split import split_dataset
 
@@ -46,16 +46,6 @@ class Caps:
     tiger_every_nth_frame: int = 2
     reptiles_per_folder: int = 150
     salient_seeds_per_folder: int = 150
-
-
-def _link_view(files: list[Path], root: Path, view: Path) -> Path:
-    """A folder of symlinks to `files` (relative layout kept): a capped, filtered view of a source."""
-    for f in files:
-        target = view / f.relative_to(root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.exists():
-            target.symlink_to(f.resolve())
-    return view
 
 
 def _sample(files: list[Path], n: int, seed: int) -> list[Path]:
@@ -81,22 +71,17 @@ def build_views(shared: Path, work: Path, caps: Caps, seed: int) -> dict[str, Pa
     rows = met_rows(shared)
     met = data / "met-ivory"
     ivory = [met / r["file"] for r in rows if r["class"] == "ivory" and not is_painting(r)]
-    views["met-ivory"] = _link_view(_sample(ivory, caps.ivory, seed), met, work / "views" / "met-ivory")
+    views["met-ivory"] = link_view(_sample(ivory, caps.ivory, seed), met, work / "views" / "met-ivory")
     plain_negatives = [met / r["file"] for r in rows if r["class"] == "none" and r["material_note"] == "non-ivory museum object" and not is_painting(r)]
-    views["met-negatives"] = _link_view(_sample(plain_negatives, caps.met_negatives, seed), met, work / "views" / "met-negatives")
+    views["met-negatives"] = link_view(_sample(plain_negatives, caps.met_negatives, seed), met, work / "views" / "met-negatives")
     bone = [met / r["file"] for r in rows if r["class"] == "none" and r["material_note"] != "non-ivory museum object"]
-    views["met-bone"] = _link_view(bone, met, work / "views" / "met-bone")
+    views["met-bone"] = link_view(bone, met, work / "views" / "met-bone")
     tiger = data / "tiger-video"
     frames = [p for p in image_files_under(tiger / "images") if int(re.search(r"(\d+)", p.stem).group(1)) % (2 * caps.tiger_every_nth_frame) == 0]
-    views["tiger-video"] = _link_view(frames, tiger, work / "views" / "tiger-video")
-    for sub in ("labels",):
-        for label in _images_or_txt(tiger / sub):
-            target = work / "views" / "tiger-video" / label.relative_to(tiger)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if not target.exists():
-                target.symlink_to(label.resolve())
+    views["tiger-video"] = link_view(frames, tiger, work / "views" / "tiger-video")
+    link_view(sorted((tiger / "labels").rglob("*.txt")), tiger, views["tiger-video"])
     amphibians = image_files_under(data / "amphibians")
-    views["amphibians"] = _link_view(_sample(amphibians, caps.amphibians, seed), data / "amphibians", work / "views" / "amphibians")
+    views["amphibians"] = link_view(_sample(amphibians, caps.amphibians, seed), data / "amphibians", work / "views" / "amphibians")
     views["caltech-lookalikes"] = data / "negatives" / "caltech"
     views["misc-products"] = data / "negatives" / "misc"
     for folder in REPTILE_FOLDERS + ("Chameleon",):
@@ -118,15 +103,8 @@ def write_mining_pool(shared: Path, work: Path, caps: Caps, seed: int) -> Path:
     view = work / "views" / "mining-pool"
     for f in pool:
         if f.resolve() not in used:
-            target = view / f.parent.name / f.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if not target.exists():
-                target.symlink_to(f.resolve())
+            link_file(view / f.parent.name / f.name, f)
     return view
-
-
-def _images_or_txt(folder: Path) -> list[Path]:
-    return sorted(folder.rglob("*.txt"))
 
 
 def tiger_groups(view: Path, out: Path, frames_per_group: int = 40) -> Path:
@@ -263,7 +241,7 @@ def final_dataset(out: Path, views: dict[str, Path], ivory_export: Path, propose
     # The held-out reptile folder goes in whole: unboxed images too, with their image-level label only.
     chameleons = [Path(line.split("\t")[0]) for line in (proposed["reptiles-chameleon"] / "needs_review.txt").read_text().splitlines() if line]
     if chameleons:
-        unboxed = _link_view(chameleons, views["reptiles-chameleon"], work / "views" / "chameleon-unboxed")
+        unboxed = link_view(chameleons, views["reptiles-chameleon"], work / "views" / "chameleon-unboxed")
         import_source("negatives", unboxed, ds, "reptiles-chameleon", ClassMapping(), link=True, image_label="live_reptile")
     for name in ("met-negatives", "met-bone", "amphibians", "caltech-lookalikes", "misc-products"):
         import_source("negatives", views[name], ds, name, ClassMapping(), group="folder" if name == "caltech-lookalikes" else "file", link=True)

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import yaml
-from tqdm import tqdm
 
 from server.detections import Detections
 from server.policy import ClassPolicy, Verdict
@@ -30,7 +29,7 @@ from training.calibrate import Calibration, calibrate_class, operating_point
 from training.layout import Dataset
 from training.sheets import contact_sheet
 from training.split import BACKGROUND, image_classes
-from training.modelfile import candidate_engine
+from training.modelfile import candidate_engine, detect_in_files
 
 SCORE_FLOOR = 0.01
 
@@ -74,13 +73,10 @@ def score_split(engine, dataset: Dataset, images: list[Path], batch: int, desc: 
     for i, image in enumerate(images):
         for label in image_classes(dataset, image, meta) - {BACKGROUND}:
             truth[i, LABELS.index(label)] = True
-    for start in tqdm(range(0, len(images), batch), desc=desc, unit="batch"):
-        chunk = images[start : start + batch]
-        prepared = [engine.decode_and_prepare(p.read_bytes())[1] for p in chunk]
-        for j, detections in enumerate(engine.run(prepared, SCORE_FLOOR)):
-            found.append(detections)
-            for c, s in zip(detections.class_id, detections.confidence):
-                scores[start + j, c] = max(scores[start + j, c], s)
+    for i, (_, _, detections) in enumerate(detect_in_files(engine, images, SCORE_FLOOR, batch, desc)):
+        found.append(detections)
+        for c, s in zip(detections.class_id, detections.confidence):
+            scores[i, c] = max(scores[i, c], s)
     sources = [meta[r].source if (r := dataset.relative(p)) in meta else "unknown" for p in images]
     return ScoredImages(images, scores, truth, sources, found)
 

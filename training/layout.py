@@ -36,6 +36,21 @@ def image_files_under(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def link_file(target: Path, source: Path) -> None:
+    """A symlink at `target` to `source`, parents made; one already there is kept (builds resume)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        target.symlink_to(source.resolve())
+
+
+def link_view(files: list[Path], root: Path, view: Path) -> Path:
+    """A folder of symlinks to `files` (their layout under `root` kept): a capped or filtered view
+    of a source, without copying it."""
+    for f in files:
+        link_file(view / f.relative_to(root), f)
+    return view
+
+
 @dataclass(frozen=True)
 class LabelBox:
     class_id: int

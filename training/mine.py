@@ -9,24 +9,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tqdm import tqdm
-
 from training.importers import import_source
-from training.layout import Dataset, image_files_under
+from training.layout import Dataset, image_files_under, link_view
 from training.mapping import ClassMapping
-from training.modelfile import candidate_engine
+from training.modelfile import candidate_engine, detect_in_files
 
 
 def find_false_positives(model: Path, images: list[Path], min_confidence: float, device: str = "auto", batch: int = 8) -> list[tuple[Path, float]]:
     engine = candidate_engine(model, device)
-    hits = []
-    for start in tqdm(range(0, len(images), batch), desc="mining", unit="batch"):
-        chunk = images[start : start + batch]
-        prepared = [engine.decode_and_prepare(p.read_bytes())[1] for p in chunk]
-        for path, found in zip(chunk, engine.run(prepared, min_confidence)):
-            if len(found):
-                hits.append((path, float(found.confidence.max())))
-    return hits
+    found_in = detect_in_files(engine, images, min_confidence, batch, desc="mining")
+    return [(path, float(found.confidence.max())) for path, _, found in found_in if len(found)]
 
 
 def mine(model: Path, images: list[Path], root: Path, dataset: Dataset, source: str, min_confidence: float, device: str = "auto") -> list[tuple[Path, float]]:
@@ -34,12 +26,7 @@ def mine(model: Path, images: list[Path], root: Path, dataset: Dataset, source: 
     hits = find_false_positives(model, images, min_confidence, device)
     if not hits:
         return hits
-    staging = dataset.root / "work" / f"mined-{source}"
-    for path, _ in hits:
-        link = staging / path.relative_to(root)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.exists():
-            link.symlink_to(path.resolve())
+    staging = link_view([path for path, _ in hits], root, dataset.root / "work" / f"mined-{source}")
     import_source("negatives", staging, dataset, source, ClassMapping(), link=True)
     splits = dataset.read_splits()
     known = {dataset.relative(p) for members in splits.values() for p in members}

@@ -8,13 +8,19 @@ says `trained: false` and the server reports it.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from tqdm import tqdm
 
 from server.taxonomy import NAMES
+
+if TYPE_CHECKING:
+    from server.detections import Detections
+    from server.engine import InferenceEngine, PreparedImage
 
 
 def build_untrained(path: Path, architecture: str = "yolov5n.yaml", input_size: int = 416, seed: int = 0) -> Path:
@@ -90,3 +96,14 @@ def candidate_engine(path: Path, device: str = "auto", backend_path: Path | None
     )
     backend = OnnxBackend(Path(backend_path), 0) if backend_path else TorchBackend(Path(path), resolve_device(device))
     return InferenceEngine(manifest, backend)
+
+
+def detect_in_files(
+    engine: InferenceEngine, images: list[Path], floor: float, batch: int = 8, desc: str = "detecting",
+) -> Iterator[tuple[Path, PreparedImage, Detections]]:
+    """Image files through `engine` in batches, read as the server reads request bytes, with a
+    progress bar: (path, prepared image, detections at >= floor) for each, in order."""
+    for start in tqdm(range(0, len(images), batch), desc=desc, unit="batch"):
+        chunk = images[start : start + batch]
+        prepared = [engine.decode_and_prepare(path.read_bytes())[1] for path in chunk]
+        yield from zip(chunk, prepared, engine.run(prepared, floor))

@@ -1,7 +1,6 @@
 import shutil
 
 import cv2
-import numpy as np
 import pytest
 
 from tests.synthetic import write_negatives, write_yolo_dataset
