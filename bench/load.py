@@ -33,6 +33,11 @@ MAX_SECONDS = 3600
 LOOPBACK = ("127.0.0.1:", "localhost:", "[::1]:")
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile, NaN when there is nothing to measure (every call refused)."""
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
 @dataclass
 class LoadReport:
     clients: int
@@ -57,14 +62,14 @@ class LoadReport:
         return self.total / self.seconds
 
     def percentile(self, q: float) -> float:
-        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+        return percentile(self.latencies_ms, q)
 
     def summary(self) -> dict:
         return {
             "clients": self.clients, "seconds": round(self.seconds, 2), "deadline_s": self.deadline_s,
             "answers_per_s": round(self.throughput, 2), "goodput_per_s": round(self.goodput, 2),
             "p50_ms": round(self.percentile(50), 1), "p95_ms": round(self.percentile(95), 1), "p99_ms": round(self.percentile(99), 1),
-            "server_p50_ms": round(float(np.percentile(self.server_ms, 50)), 1) if self.server_ms else float("nan"),
+            "server_p50_ms": round(percentile(self.server_ms, 50), 1),
             "mean_batch": round(float(np.mean(self.batch_sizes)), 2) if self.batch_sizes else 0.0,
             "codes": dict(self.codes),
         }

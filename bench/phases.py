@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 import server  # noqa: F401  (offline before Ultralytics is imported)
-from bench.load import ClientProcesses
+from bench.load import ClientProcesses, percentile
 from bench.server_process import ServerProcess
 from server.engine import InferenceEngine
 from server.manifest import WeightsStore
@@ -50,10 +50,6 @@ def listing_images(shared: Path, count: int, seed: int, min_side: int, max_side:
     return out, ("../shared/data photos, resized" if sources else "synthetic")
 
 
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
 def bench_naive(model: Path, images: list[bytes], imgsz: int, device: str) -> dict:
     from ultralytics import YOLO
 
@@ -68,8 +64,8 @@ def bench_naive(model: Path, images: list[bytes], imgsz: int, device: str) -> di
         yolo.predict(decode(b), imgsz=imgsz, device=device, verbose=False)
         latencies.append((time.perf_counter() - t) * 1000)
     elapsed = time.perf_counter() - start
-    return {"name": "naive", "images_per_s": len(images) / elapsed, "p50_ms": pct(latencies, 50), "p95_ms": pct(latencies, 95),
-            "p99_ms": pct(latencies, 99), "mean_batch": 1.0}
+    return {"name": "naive", "images_per_s": len(images) / elapsed, "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
+            "p99_ms": percentile(latencies, 99), "mean_batch": 1.0}
 
 
 def bench_engine(weights: Path, device: str, backend: str, images: list[bytes], batch_size: int, workers: int) -> tuple[dict, dict]:
@@ -117,8 +113,8 @@ def bench_engine(weights: Path, device: str, backend: str, images: list[bytes], 
         done += len(chunk)
     elapsed = time.perf_counter() - start
     pool.shutdown()
-    row = {"name": "engine", "images_per_s": len(images) / elapsed, "p50_ms": pct(single, 50), "p95_ms": pct(single, 95),
-           "p99_ms": pct(single, 99), "mean_batch": float(batch_size), "single_image_p50_ms": pct(single, 50)}
+    row = {"name": "engine", "images_per_s": len(images) / elapsed, "p50_ms": percentile(single, 50), "p95_ms": percentile(single, 95),
+           "p99_ms": percentile(single, 99), "mean_batch": float(batch_size), "single_image_p50_ms": percentile(single, 50)}
     return row, stages
 
 

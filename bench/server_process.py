@@ -4,7 +4,6 @@ used by the benchmarks and by the integration tests."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -15,8 +14,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from server.main import SERVING_LINE
+
 REPO = Path(__file__).resolve().parent.parent
-_SERVING = re.compile(r"wildscreen serving (\S+) on (\S+):(\d+)")
 
 
 class ServerProcess:
@@ -48,9 +48,9 @@ class ServerProcess:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.logs()}")
                 continue
-            m = _SERVING.search(line)
+            m = SERVING_LINE.search(line)
             if m:
-                self.port = int(m.group(3))
+                self.port = int(m["port"])
                 self.banner = line.strip()
                 return self
         self.stop()

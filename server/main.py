@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -13,6 +14,14 @@ from server.config import ServerConfig
 from server.logs import configure
 
 log = logging.getLogger("server")
+
+SERVING_LINE = re.compile(r"wildscreen serving (?P<version>\S+) on (?P<host>\S+):(?P<port>\d+)")
+"""What a server prints on stdout once it answers: the --workers supervisor, the tests and the
+benchmarks wait for it (and learn the port of --port 0 from it)."""
+
+
+def serving_line(version: str, host: str, port: int) -> str:
+    return f"wildscreen serving {version} on {host}:{port}"
 
 
 async def serve(config: ServerConfig) -> None:
@@ -47,7 +56,7 @@ async def serve(config: ServerConfig) -> None:
 
     loop.add_signal_handler(signal.SIGHUP, reload)
     await server.start()
-    print(f"wildscreen serving {server.screener.runtime.manifest.version} on {config.host}:{server.port}", flush=True)
+    print(serving_line(server.screener.runtime.manifest.version, config.host, server.port), flush=True)
     await stopping.wait()
     log.info("shutting down", extra={"fields": {"grace_period_s": config.grace_period_s}})
     await server.stop()

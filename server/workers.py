@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -27,9 +26,9 @@ import threading
 import time
 
 from server.config import ServerConfig
+from server.main import SERVING_LINE, serving_line
 
 log = logging.getLogger("server.workers")
-_SERVING = re.compile(r"wildscreen serving (\S+) on ")
 RESTART_DELAY_S = 0.5
 MAX_RESTART_DELAY_S = 30.0
 
@@ -69,9 +68,9 @@ class Worker:
 
     def _read_stdout(self) -> None:
         for line in self.proc.stdout:
-            m = _SERVING.search(line)
+            m = SERVING_LINE.search(line)
             if m and not self.ready.is_set():
-                self.version = m.group(1)
+                self.version = m["version"]
                 self.ready.set()
             else:
                 sys.stdout.write(line)
@@ -106,7 +105,7 @@ def supervise(config: ServerConfig, startup_timeout_s: float = 600.0) -> int:
             return _stop(workers, config.grace_period_s) or 1
         time.sleep(0.05)
     holder.close()
-    print(f"wildscreen serving {workers[0].version} on {config.host}:{port} with {len(workers)} workers "
+    print(f"{serving_line(workers[0].version, config.host, port)} with {len(workers)} workers "
           f"(pids {' '.join(str(w.proc.pid) for w in workers)})", flush=True)
 
     while not stopping.is_set():
