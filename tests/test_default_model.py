@@ -7,6 +7,7 @@ import pytest
 from bench.server_process import REPO, ServerProcess
 from server.manifest import WeightsStore
 from tests.conftest import SHARED
+from training.evaluate import example_image
 from wildscreen.v1 import screening_pb2 as pb
 from wildscreen.v1 import screening_pb2_grpc as pb_grpc
 
@@ -18,8 +19,7 @@ pytestmark = pytest.mark.skipif(not MANIFEST.trained, reason="the current model 
 
 
 def example_path(label: str):
-    image = EXAMPLES[label]["image"]
-    path = SHARED / image.removeprefix("shared:") if image.startswith("shared:") else image
+    path = example_image(EXAMPLES[label]["image"], SHARED)
     if not path.exists():
         pytest.skip(f"{path} is absent (../shared holds the real images; CI has it, a fresh clone may not)")
     return path

@@ -14,6 +14,7 @@ Writes metrics.json, plots, and the model card into the output folder.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -147,12 +148,20 @@ def write_prediction_sheets(scored: ScoredImages, policies: tuple[ClassPolicy, .
     return written
 
 
-def _portable(path: Path) -> str:
-    import os
+SHARED_PREFIX = "shared:"
 
+
+def _portable(path: Path) -> str:
+    """`shared:<path under ../shared>` for an image there (it resolves on any machine that has
+    ../shared), else the absolute path."""
     real = Path(path).resolve()
     shared = Path(os.environ.get("WILDSCREEN_SHARED", "../shared")).resolve()
-    return f"shared:{real.relative_to(shared).as_posix()}" if real.is_relative_to(shared) else str(real)
+    return f"{SHARED_PREFIX}{real.relative_to(shared).as_posix()}" if real.is_relative_to(shared) else str(real)
+
+
+def example_image(recorded: str, shared: Path) -> Path:
+    """Where an image recorded by `examples` is on this machine, ../shared being at `shared`."""
+    return shared / recorded.removeprefix(SHARED_PREFIX) if recorded.startswith(SHARED_PREFIX) else Path(recorded)
 
 
 def _rates(v: np.ndarray) -> dict[str, Any]:
