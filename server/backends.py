@@ -10,13 +10,13 @@ agreed with it and it is faster here.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
 
+from server.config import usable_cores
 from server.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class OnnxBackend:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.intra_op_num_threads = threads or usable_cores()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             self.session = ort.InferenceSession(str(weights), options, providers=["CPUExecutionProvider"])

@@ -18,6 +18,15 @@ ENV_PREFIX = "WILDSCREEN_"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (taskset, cpusets of a container), not the machine's count:
+    thread pools sized by os.cpu_count() oversubscribe a pinned server."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def _doc(text: str, **kwargs: typing.Any) -> typing.Any:
     return field(metadata={"help": text}, **kwargs)
 
@@ -33,10 +42,15 @@ class ServerConfig:
     max_batch_size: int = _doc("most images in one forward pass", default=8)
     max_batch_delay_ms: float = _doc("longest wait for a batch to fill once its first image is ready", default=2.0)
     max_queue_size: int = _doc("images waiting for the model before new ones get RESOURCE_EXHAUSTED", default=64)
+    max_refusals_per_s: float = _doc("refusals answered per second at most: beyond that a refused call waits its turn "
+                                     "(never past its deadline), so clients that retry at once cannot take the model's CPU; "
+                                     "0 = answer every refusal at once", default=100.0)
+    max_waiting_refusal_bytes: int = _doc("request bytes held by refusals waiting their turn; beyond it they are answered at once",
+                                          default=64 * 1024 * 1024)
     max_request_bytes: int = _doc("largest encoded image accepted", default=20 * 1024 * 1024)
     max_image_pixels: int = _doc("largest width x height accepted, checked from the header before decoding", default=50_000_000)
-    decode_workers: int = _doc("threads decoding images; 0 = one per CPU core", default=0)
-    torch_threads: int = _doc("threads PyTorch uses on CPU; 0 = one per CPU core", default=0)
+    decode_workers: int = _doc("threads decoding images; 0 = one per CPU core this process may use", default=0)
+    torch_threads: int = _doc("threads PyTorch and ONNX Runtime use on CPU; 0 = one per CPU core this process may use", default=0)
     default_max_detections: int = _doc("detections listed when a request leaves max_detections at 0", default=100)
     max_stream_in_flight: int = _doc("images of one ScreenStream being screened at once", default=32)
     tls_cert: Path | None = _doc("PEM certificate chain; with --tls-key turns TLS on", default=None)
@@ -62,6 +76,8 @@ class ServerConfig:
             problems.append("max_batch_delay_ms must not be negative")
         if self.workers < 1:
             problems.append("workers must be at least 1")
+        if self.max_refusals_per_s < 0:
+            problems.append("max_refusals_per_s must not be negative")
         if self.max_queue_size < self.max_batch_size:
             problems.append("max_queue_size must be at least max_batch_size")
         if self.backend not in ("auto", "torch", "onnx"):
@@ -76,6 +92,14 @@ class ServerConfig:
             problems.append(f"log_format {self.log_format!r} is not json or text")
         if problems:
             raise ValueError("; ".join(problems))
+
+    @property
+    def decode_threads(self) -> int:
+        return self.decode_workers or usable_cores()
+
+    @property
+    def model_threads(self) -> int:
+        return self.torch_threads or usable_cores()
 
     @property
     def tls(self) -> bool:

@@ -29,7 +29,7 @@ async def serve(config: ServerConfig) -> None:
 
     from server.app import WildscreenServer
 
-    torch.set_num_threads(config.torch_threads or os.cpu_count() or 1)
+    torch.set_num_threads(config.model_threads)
     # The model thread gives up the GIL around every tensor op and must win it back from the event
     # loop; with Python's default 5 ms switch interval a busy loop (a flood of rejected requests)
     # stalls the forward pass for milliseconds per op. 1 ms keeps the model fed.

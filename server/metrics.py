@@ -71,18 +71,34 @@ def _final_code(context: grpc.aio.ServicerContext, error: BaseException | None) 
     return grpc.StatusCode.CANCELLED if isinstance(error, asyncio.CancelledError) else grpc.StatusCode.UNKNOWN
 
 
+REFUSAL_LOG_INTERVAL_S = 1.0
+"""Refusals (RESOURCE_EXHAUSTED) are logged as one line per interval with their count: a retry
+storm must not turn the access log into the server's main work."""
+
+
 class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
-    """Counts every RPC by final status and writes one access-log line per RPC (no image bytes)."""
+    """Counts every RPC by final status and writes one access-log line per RPC (no image bytes),
+    except refusals, which are summed into at most one line a second."""
 
     def __init__(self, metrics: ServerMetrics | None) -> None:
         self.metrics = metrics
+        self._refusals_unlogged = 0
+        self._refusal_logged_at = 0.0
 
     def _record(self, method: str, context, request_id: str, error: BaseException | None, start: float, items: int | None) -> None:
         code = _final_code(context, error)
         rpc = method.rsplit("/", 1)[-1]
         if self.metrics is not None:
             self.metrics.requests.labels(rpc, code.name).inc()
-        fields = {"rpc": rpc, "peer": context.peer(), "status": code.name, "ms": round((time.monotonic() - start) * 1000, 2)}
+        now = time.monotonic()
+        extra: dict = {}
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            self._refusals_unlogged += 1
+            if now - self._refusal_logged_at < REFUSAL_LOG_INTERVAL_S:
+                return
+            extra = {"refused": self._refusals_unlogged, "refused_since_s": round(min(now - self._refusal_logged_at, 3600.0), 2)}
+            self._refusals_unlogged, self._refusal_logged_at = 0, now
+        fields = {"rpc": rpc, "peer": context.peer(), "status": code.name, "ms": round((now - start) * 1000, 2), **extra}
         if request_id:
             fields["request_id"] = request_id
         if items is not None:

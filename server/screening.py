@@ -29,6 +29,7 @@ from server.imageio import DecodedImage, DecodeLimits, encode
 from server.manifest import ModelManifest, WeightsStore
 from server.metrics import ServerMetrics
 from server.overlay import draw_overlay
+from server.pacing import RefusalPacer
 from server.policy import ClassPolicy, Verdict, decide, verdicts_for
 from server.taxonomy import LABELS, by_label
 
@@ -118,7 +119,7 @@ class ModelRuntime:
         def load() -> InferenceEngine:
             engine = InferenceEngine.load(
                 WeightsStore(config.weights_dir), version or None, config.device, config.backend,
-                config.torch_threads, config.max_batch_size,
+                config.model_threads, config.max_batch_size,
             )
             engine.warm_up(sorted({1, config.max_batch_size}))
             return engine
@@ -176,7 +177,8 @@ class Screener:
         self._refused = 0.0
         """Callers turned away lately: a count that fades with time constant REFUSAL_MEMORY_S."""
         self._refused_at = time.monotonic()
-        self._pool = ThreadPoolExecutor(max_workers=config.decode_workers or None, thread_name_prefix="decode")
+        self._pacer = RefusalPacer(config.max_refusals_per_s, config.max_waiting_refusal_bytes)
+        self._pool = ThreadPoolExecutor(max_workers=config.decode_threads, thread_name_prefix="decode")
         self._runtime: ModelRuntime | None = None
         self._reload_lock = asyncio.Lock()
 
@@ -224,14 +226,16 @@ class Screener:
         """Screen one image; `deadline` is a time.monotonic() after which the caller has gone."""
         runtime = self.runtime  # this request stays on this model even if a reload swaps it
         if self.in_flight >= self.max_in_flight:
-            raise self._refusal(runtime, f"server busy: {self.max_in_flight} images in flight; retry with backoff")
+            raise await self._paced(self._refusal(runtime, f"server busy: {self.max_in_flight} images in flight; retry with backoff"),
+                                    len(job.image), deadline)
         rate = runtime.batcher.images_per_second
         if deadline is not None and rate > 0:
             # Work it cannot finish in time is refused now, cheaply, rather than decoded and dropped later.
             wait_s = (self.in_flight + 1) / rate
             if time.monotonic() + wait_s > deadline:
-                raise self._refusal(runtime, f"server busy: about {wait_s:.1f} s of work ahead, past this request's deadline; "
-                                             "retry with backoff")
+                refusal = self._refusal(runtime, f"server busy: about {wait_s:.1f} s of work ahead, past this request's deadline; "
+                                                 "retry with backoff")
+                raise await self._paced(refusal, len(job.image), deadline)
         self.in_flight += 1
         runtime.acquire()
         if self.metrics is not None:
@@ -243,6 +247,18 @@ class Screener:
             self.in_flight -= 1
             if self.metrics is not None:
                 self.metrics.in_flight.set(self.in_flight)
+
+    async def _paced(self, refusal: Overloaded, request_bytes: int, deadline: float | None) -> Overloaded:
+        """The refusal, once its turn has come (see server.pacing): at once unless refusals come faster
+        than max_refusals_per_s."""
+        wait_s = self._pacer.delay_s(request_bytes, deadline)
+        if wait_s > 0:
+            self._pacer.waiting_bytes += request_bytes
+            try:
+                await asyncio.sleep(wait_s)
+            finally:
+                self._pacer.waiting_bytes -= request_bytes
+        return refusal
 
     def _refusal(self, runtime: ModelRuntime, message: str) -> Overloaded:
         """Overloaded, with a pushback hint of about when there will be room for this caller: after

@@ -33,6 +33,7 @@ def _connection(args: argparse.Namespace) -> Connection:
         client_key=args.tls_key,
         api_key=args.api_key,
         server_name=args.tls_server_name,
+        retries=True,
     )
 
 

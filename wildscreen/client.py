@@ -6,6 +6,7 @@ server the way a platform's client would.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,18 @@ CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 ]
+RETRY_SERVICE_CONFIG = {
+    "methodConfig": [{
+        "name": [{"service": "wildscreen.v1.Screening", "method": "Screen"}, {"service": "wildscreen.v1.Screening", "method": "GetModelInfo"}],
+        "retryPolicy": {
+            "maxAttempts": 5, "initialBackoff": "0.1s", "maxBackoff": "5s", "backoffMultiplier": 2,
+            "retryableStatusCodes": ["RESOURCE_EXHAUSTED", "UNAVAILABLE"],
+        },
+    }],
+}
+"""gRPC's own retry policy (gRFC A6), the way a platform's client should call us: a refused call is
+retried after the server's `grpc-retry-pushback-ms` hint when it gives one, else with exponential
+backoff and jitter, and never past the call's deadline."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +44,8 @@ class Connection:
     api_key: str | None = None
     server_name: str | None = None
     """Override of the TLS host name checked against the certificate."""
+    retries: bool = False
+    """Retry RESOURCE_EXHAUSTED and UNAVAILABLE by RETRY_SERVICE_CONFIG (load tools keep it off to count every answer)."""
 
     def _credentials(self) -> grpc.ChannelCredentials | None:
         if self.tls_ca is None:
@@ -43,6 +58,8 @@ class Connection:
         options = list(CHANNEL_OPTIONS)
         if self.server_name:
             options.append(("grpc.ssl_target_name_override", self.server_name))
+        if self.retries:
+            options += [("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG))]
         return options
 
     def metadata(self) -> tuple[tuple[str, str], ...]:

@@ -3,6 +3,7 @@
 import asyncio
 import io
 import json
+import re
 import signal
 import socket
 import threading
@@ -200,6 +201,49 @@ def test_overload_keeps_goodput_and_memory_bounded(untrained_weights):
     assert overload.codes["RESOURCE_EXHAUSTED"] > 0
     assert overload.goodput >= 0.5 * capacity
     assert rss_after - rss_before < 400
+
+
+@pytest.mark.slow
+def test_a_retry_storm_is_paced_and_logged_in_summary(untrained_weights):
+    """64 clients that retry a refusal at once, against the same server with and without pacing:
+    paced, the server answers far fewer refusals (each waits its turn, never past its deadline),
+    only with codes a client can act on, and logs them as a few summary lines, not one per call."""
+    images = [jpeg(480, 360, seed=i) for i in range(4)]
+    storms = {}
+    for pace in ("0", "20"):
+        args = ("--max-batch-size", "2", "--max-queue-size", "4", "--max-refusals-per-s", pace)
+        with ServerProcess(untrained_weights, *args) as proc:
+            connection = Connection(target=proc.target)
+            asyncio.run(run_load(connection, images, 2, 1.0))  # warm
+            storms[pace] = asyncio.run(run_load(connection, images, 64, 4.0, deadline_s=2.0, ignore_pushback=True))
+            assert proc.health() == 1
+            logs = proc.logs()
+        codes = storms[pace].codes
+        print(f"\npace {pace}: {storms[pace].table()}")
+        assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"}, codes
+        assert codes["OK"] > 0
+        refusal_lines = [json.loads(line) for line in logs.splitlines() if '"RESOURCE_EXHAUSTED"' in line]
+        # One line a second at most, each with the count it stands for.
+        assert len(refusal_lines) <= 4.0 + 3 and sum(e["refused"] for e in refusal_lines) <= codes["RESOURCE_EXHAUSTED"]
+    unpaced, paced = storms["0"].codes["RESOURCE_EXHAUSTED"], storms["20"].codes["RESOURCE_EXHAUSTED"]
+    # Unpaced, the clients are refused as fast as the server can say no (hundreds a second);
+    # paced at 20/s, about 20 a second plus the clients refused near their deadline.
+    assert paced < unpaced / 3, (paced, unpaced)
+    assert paced <= 20 * 4.0 + 20 * 0.1 + 64 * 2, paced
+
+
+def test_a_client_with_the_retry_policy_gets_through_an_overload(untrained_weights):
+    """The service config the README recommends: refused calls come back after the server's pushback
+    hint (gRPC's own retry policy reads the trailer) and get through, without a line of client code."""
+    port = free_port()
+    args = ("--max-batch-size", "2", "--max-queue-size", "2", "--metrics-port", str(port))
+    with ServerProcess(untrained_weights, *args) as proc, Connection(target=proc.target, retries=True).channel() as channel:
+        stub = pb_grpc.ScreeningStub(channel)
+        futures = [stub.Screen.future(pb.ScreenRequest(image=jpeg(480, 360, seed=i)), timeout=60) for i in range(12)]
+        assert all(f.result().model.version == "v0" for f in futures)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    refused = float(re.search(r'^wildscreen_images_total\{code="RESOURCE_EXHAUSTED"\} (\S+)$', text, re.M).group(1))
+    assert refused > 0, "no call was refused: the retries were not exercised"
 
 
 def test_metrics_and_structured_logs(untrained_weights):
