@@ -18,9 +18,9 @@ import numpy as np
 
 import server  # noqa: F401  (offline before Ultralytics is imported)
 from bench.load import ClientProcesses, percentile
-from bench.server_process import ServerProcess
-from server.engine import InferenceEngine
-from server.manifest import WeightsStore
+from server.process import ServerProcess
+from server.core.engine import InferenceEngine
+from server.core.manifest import WeightsStore
 from wildscreen.client import Connection
 
 SHARED_FOLDERS = ("met-ivory/ivory", "met-ivory/non_ivory", "reptiles", "pangolins", "negatives/caltech", "tiger-video/images", "snakes-boxed/images")
@@ -70,8 +70,8 @@ def bench_naive(model: Path, images: list[bytes], imgsz: int, device: str) -> di
 
 def bench_engine(weights: Path, device: str, backend: str, images: list[bytes], batch_size: int, workers: int) -> tuple[dict, dict]:
     """Batched throughput with decode threads feeding the model, single-image latency, stage times."""
-    from server.imageio import decode
-    from server.servicer import response_from_result
+    from server.core.decoding import decode
+    from server.grpc.servicer import response_from_result
 
     engine = InferenceEngine.load(WeightsStore(weights), None, device, backend, 0, batch_size)
 
@@ -119,8 +119,8 @@ def bench_engine(weights: Path, device: str, backend: str, images: list[bytes], 
 
 
 def _fake_result(engine: InferenceEngine, detections, prepared):
-    from server.policy import verdicts_for, decide
-    from server.screening import ScreenResult, Timing
+    from server.core.policy import verdicts_for, decide
+    from server.core.screening import ScreenResult, Timing
 
     policies = engine.manifest.policies
     verdicts = verdicts_for(policies, detections.class_id, detections.confidence)

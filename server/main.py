@@ -27,7 +27,7 @@ def serving_line(version: str, host: str, port: int) -> str:
 async def serve(config: ServerConfig) -> None:
     import torch
 
-    from server.app import WildscreenServer
+    from server.grpc.app import WildscreenServer
 
     torch.set_num_threads(config.torch_threads or os.cpu_count() or 1)
     # The model thread gives up the GIL around every tensor op and must win it back from the event

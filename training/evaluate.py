@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from server.detections import Detections
-from server.policy import ClassPolicy, Verdict
-from server.taxonomy import LABELS, TAXONOMY
+from server.core.detections import Detections
+from server.core.policy import ClassPolicy, Verdict
+from server.core.taxonomy import LABELS, TAXONOMY
 from training.calibrate import Calibration, calibrate_class, operating_point
 from training.layout import Dataset
 from training.sheets import contact_sheet

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.detections import Detections
+from server.core.detections import Detections
 from training.modelfile import candidate_engine, checkpoint_facts
 
 AGREEMENT_FILE = "export.json"

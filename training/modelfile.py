@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm import tqdm
 
-from server.taxonomy import NAMES
+from server.core.taxonomy import NAMES
 
 if TYPE_CHECKING:
-    from server.detections import Detections
-    from server.engine import InferenceEngine, PreparedImage
+    from server.core.detections import Detections
+    from server.core.engine import InferenceEngine, PreparedImage
 
 
 def build_untrained(path: Path, architecture: str = "yolov5n.yaml", input_size: int = 416, seed: int = 0) -> Path:
@@ -78,11 +78,11 @@ def candidate_engine(path: Path, device: str = "auto", backend_path: Path | None
     checks, autolabelling): the same decode, letterbox, forward and NMS the server will use.
     With `backend_path` (an .onnx file), ONNX Runtime runs instead of PyTorch; `input_size`
     overrides the size the checkpoint was trained at (YOLO runs at any multiple of 32)."""
-    from server.backends import OnnxBackend, TorchBackend, resolve_device
-    from server.engine import InferenceEngine
-    from server.manifest import ModelManifest, sha256_of
-    from server.policy import ClassPolicy
-    from server.taxonomy import TAXONOMY
+    from server.core.backends import OnnxBackend, TorchBackend, resolve_device
+    from server.core.engine import InferenceEngine
+    from server.core.manifest import ModelManifest, sha256_of
+    from server.core.policy import ClassPolicy
+    from server.core.taxonomy import TAXONOMY
 
     facts = checkpoint_facts(path)
     manifest = ModelManifest(

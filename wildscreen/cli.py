@@ -113,7 +113,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_add(args: argparse.Namespace) -> int:
-    from server.auth import KeyStore
+    from server.grpc.auth import KeyStore
 
     try:
         key = KeyStore(args.file).add(args.name, args.role)

@@ -73,7 +73,7 @@ def test_onnx_export_agrees_with_the_pt(tiny_run, synthetic_dataset):
 def test_mining_adds_false_positives_to_train_as_background(tiny_run, tmp_path):
     import shutil
 
-    from tests.synthetic import write_negatives, write_yolo_dataset
+    from tests.support.synthetic import write_negatives, write_yolo_dataset
     from training.importers import import_source
     from training.mapping import ClassMapping
     from training.mine import mine

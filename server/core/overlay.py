@@ -10,8 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from server.detections import Detections
-from server.taxonomy import by_id
+from server.core.detections import Detections
+from server.core.taxonomy import by_id
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 

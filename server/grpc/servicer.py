@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from server.errors import to_status
-from server.manifest import ModelManifest
-from server.policy import ClassPolicy
-from server.screening import ScreenJob, ScreenResult, Screener
-from server.taxonomy import NAMES
+from server.core.errors import to_status
+from server.core.manifest import ModelManifest
+from server.core.policy import ClassPolicy
+from server.core.screening import ScreenJob, ScreenResult, Screener
+from server.core.taxonomy import NAMES
 from wildscreen.v1 import screening_pb2 as pb
 from wildscreen.v1 import screening_pb2_grpc as pb_grpc
 

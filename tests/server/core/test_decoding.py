@@ -1,14 +1,13 @@
 import io
-import struct
-import zlib
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from server.errors import ImageTooLarge, UndecodableImage
-from server.imageio import DecodeLimits, composite_over_white, decode, encode, probe, reduction_for
+from server.core.decoding import DecodeLimits, composite_over_white, decode, encode, probe, reduction_for
+from server.core.errors import ImageTooLarge, UndecodableImage
+from tests.support.images import png_claiming
 
 
 def pil_bytes(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -80,15 +79,6 @@ def test_reduced_jpeg_decode_keeps_the_long_side_above_the_model_input():
     assert decoded.pixels.shape[1] >= 416 and decoded.pixels.shape[1] == 450
     assert (decoded.width, decoded.height) == (1800, 1200)  # the caller's image size, not the decoded one
     assert reduction_for(probe(pil_bytes(Image.new("RGB", (1800, 1200)), "PNG")), 416) == 1
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height; its pixel data is a few bytes."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize(

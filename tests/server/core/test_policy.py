@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from server.policy import ClassPolicy, Verdict, decide, verdicts_for
+from server.core.policy import ClassPolicy, Verdict, decide, verdicts_for
 
 
 @pytest.mark.parametrize(

@@ -11,15 +11,9 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
-from server.manifest import WeightsStore
-from tests.server.test_imageio import png_claiming
+from server.core.manifest import WeightsStore
+from tests.support.images import jpeg, png_claiming
 from wildscreen.v1 import screening_pb2 as pb
-
-
-def jpeg(width=320, height=240, seed=0) -> bytes:
-    rng = np.random.default_rng(seed)
-    image = cv2.GaussianBlur(rng.integers(0, 255, (height, width, 3), dtype=np.uint8), (0, 0), 3)
-    return cv2.imencode(".jpg", image)[1].tobytes()
 
 
 def test_health_is_serving_for_the_server_and_the_service(untrained_server):

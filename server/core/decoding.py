@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from server.errors import ImageTooLarge, UndecodableImage
-from server.geometry import apply_orientation, upright_size
+from server.core.errors import ImageTooLarge, UndecodableImage
+from server.core.geometry import apply_orientation, upright_size
 
 # The only Pillow plugins that ever parse caller bytes, and the format names we report.
 _OPENERS = ["JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"]

@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from server.errors import ModelError
+from server.core.errors import ModelError
 
 log = logging.getLogger(__name__)
 

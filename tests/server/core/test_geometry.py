@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from server.geometry import Letterbox, apply_orientation, normalize_boxes, upright_size
+from server.core.geometry import Letterbox, apply_orientation, normalize_boxes, upright_size
 
 
 @pytest.mark.parametrize("width,height,size", [(800, 600, 416), (600, 800, 416), (1, 1, 320), (4000, 3000, 640), (417, 13, 416)])

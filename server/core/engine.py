@@ -22,12 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from server.backends import Backend, OnnxBackend, TorchBackend, resolve_device
-from server.detections import Detections
-from server.errors import ModelError, UndecodableImage
-from server.geometry import PAD_VALUE, Letterbox, apply_orientation_tensor
-from server.imageio import DecodedImage, DecodeLimits, decode, probe
-from server.manifest import ModelManifest, WeightsStore
+from server.core.backends import Backend, OnnxBackend, TorchBackend, resolve_device
+from server.core.detections import Detections
+from server.core.errors import ModelError, UndecodableImage
+from server.core.geometry import PAD_VALUE, Letterbox, apply_orientation_tensor
+from server.core.decoding import DecodedImage, DecodeLimits, decode, probe
+from server.core.manifest import ModelManifest, WeightsStore
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from server.batching import DynamicBatcher
-from server.errors import DeadlineExpired, InferenceFailed, NotReady, Overloaded
+from server.core.batching import DynamicBatcher
+from server.core.errors import DeadlineExpired, InferenceFailed, NotReady, Overloaded
 
 
 def run(coro):

@@ -9,11 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from server.detections import Detections
-from server.errors import UndecodableImage
-from server.geometry import Letterbox, apply_orientation, apply_orientation_tensor
-from tests.server.test_grpc_trained import as_jpeg, scene
-from training.export import match
+from server.core.geometry import Letterbox, apply_orientation, apply_orientation_tensor
+from tests.support.detections import agreement, check_a_bad_jpeg_fails_alone
+from tests.support.images import scenes
 from training.modelfile import candidate_engine
 
 pytestmark = pytest.mark.slow
@@ -36,22 +34,6 @@ def test_tensor_letterbox_matches_opencv(width, height):
     host = lb.apply(pixels).astype(int)
     device = lb.apply_tensor(torch.from_numpy(pixels).permute(2, 0, 1)).permute(1, 2, 0).numpy().astype(int)
     assert np.abs(host - device).max() <= 3 and np.abs(host - device).mean() < 0.3
-
-
-def scenes() -> list[bytes]:
-    out = []
-    for i, (class_id, box, orientation) in enumerate([(0, (100, 80, 400, 300), 1), (1, (300, 50, 600, 260), 6),
-                                                      (2, (50, 150, 350, 450), 3), (3, (200, 200, 500, 420), 8)]):
-        out.append(as_jpeg(scene(640, 480, class_id, box, seed=i), orientation))
-    return out
-
-
-def agreement(reference: list[Detections], candidate: list[Detections], floor: float, **tolerance) -> tuple[int, int]:
-    total = matched = 0
-    for r, c in zip(reference, candidate):
-        n, m, _, _ = match(r, c, floor, **tolerance)
-        total, matched = total + n, matched + m
-    return total, matched
 
 
 def test_reduced_and_device_decoding_find_what_full_decoding_finds(tiny_run):
@@ -77,24 +59,6 @@ def test_reduced_and_device_decoding_find_what_full_decoding_finds(tiny_run):
     # Bilinear resampling of OpenCV and of torch differ by a grey level at most: same detections.
     total, matched = agreement(full, on_device, 0.2)
     assert total >= 4 and matched == total
-
-
-def broken_jpeg(data: bytes) -> bytes:
-    """The header intact (it passes the probe), the second half of the image data zeroed."""
-    half = len(data) // 2
-    return data[:half] + bytes(len(data) - half)
-
-
-def check_a_bad_jpeg_fails_alone(engine) -> None:
-    """The images beside a broken JPEG in a device-decoded batch get the detections they get alone."""
-    good = scenes()
-    alone = engine.run([engine.decode_and_prepare(d)[1] for d in (good[0], good[1])], 0.2)
-    mixed = engine.run([engine.decode_and_prepare(d)[1] for d in (good[0], broken_jpeg(good[2]), good[1])], 0.2)
-    assert all(p.pixels is None for p in [engine.decode_and_prepare(broken_jpeg(good[2]))[1]])
-    total, matched = agreement(alone, [mixed[0], mixed[2]], 0.2, min_iou=0.95, max_confidence_difference=0.01)
-    assert total >= 2 and matched == total
-    # libjpeg says the data is truncated; nvJPEG decodes the zeros into a grey picture: both are fine.
-    assert isinstance(mixed[1], (UndecodableImage, Detections))
 
 
 def test_a_bad_jpeg_in_a_device_batch_fails_alone(tiny_run):

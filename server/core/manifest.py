@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.errors import ModelError
-from server.policy import ClassPolicy
-from server.taxonomy import TAXONOMY
+from server.core.errors import ModelError
+from server.core.policy import ClassPolicy
+from server.core.taxonomy import TAXONOMY
 
 SCHEMA_VERSION = 1
 INDEX_FILE = "manifest.json"

@@ -4,7 +4,6 @@ import asyncio
 import io
 import json
 import signal
-import socket
 import threading
 import time
 import urllib.request
@@ -19,20 +18,15 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from bench.load import run_load
-from server.manifest import WeightsStore
-from bench.server_process import ServerProcess
-from tests.server.test_grpc_untrained import jpeg
+from server.core.manifest import WeightsStore
+from server.process import ServerProcess
+from tests.support.images import jpeg
+from tests.support.ports import free_port
 from training.modelfile import build_untrained
 from training.promote import promote
 from wildscreen.client import Connection
 from wildscreen.v1 import screening_pb2 as pb
 from wildscreen.v1 import screening_pb2_grpc as pb_grpc
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()

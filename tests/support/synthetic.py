@@ -78,7 +78,7 @@ def write_yolo_dataset(root: Path, counts: dict[str, int], size: int = 128, seed
                        names: dict[int, str] | None = None, stray_field: bool = False) -> Path:
     """A YOLO export under `root`: images/<split>, labels/<split>, data.yaml (names default to the
     taxonomy). With `stray_field`, label lines carry a sixth field, as some exports do."""
-    from server.taxonomy import NAMES
+    from server.core.taxonomy import NAMES
 
     names = names or NAMES
     for split, count in counts.items():

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import grpc
 
-from server.errors import PermissionDenied, Unauthenticated
-from server.manifest import now_iso
+from server.core.errors import PermissionDenied, Unauthenticated
+from server.core.manifest import now_iso
 
 ROLES = ("screen", "admin")
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")

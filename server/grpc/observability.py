@@ -18,7 +18,7 @@ import time
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
-from server.taxonomy import NAMES
+from server.core.taxonomy import NAMES
 
 access_log = logging.getLogger("wildscreen.access")
 

@@ -1,8 +1,8 @@
 import numpy as np
 
-from server.detections import Detections
-from server.overlay import draw_overlay, line_width_for
-from server.taxonomy import by_label
+from server.core.detections import Detections
+from server.core.overlay import draw_overlay, line_width_for
+from server.core.taxonomy import by_label
 
 
 def detections(*rows):

@@ -5,9 +5,9 @@ import json
 import grpc
 import pytest
 
-from bench.server_process import ServerProcess
-from server.manifest import WeightsStore
-from tests.server.test_fast_paths import scenes
+from server.core.manifest import WeightsStore
+from server.process import ServerProcess
+from tests.support.images import scenes
 from training.export import export
 from training.layout import Dataset
 from training.promote import promote

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.server.test_fast_paths import agreement, check_a_bad_jpeg_fails_alone, scenes
-from tests.server.test_grpc_trained import as_jpeg, scene
-from bench.server_process import ServerProcess
+from server.process import ServerProcess
+from tests.support.detections import agreement, check_a_bad_jpeg_fails_alone
+from tests.support.images import as_jpeg, scene, scenes
 from training.modelfile import candidate_engine
 from wildscreen.v1 import screening_pb2 as pb
 

@@ -20,17 +20,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from server.batching import DynamicBatcher
+from server.core.batching import DynamicBatcher
 from server.config import ServerConfig
-from server.detections import Detections
-from server.engine import NMS_MAX_DETECTIONS, InferenceEngine, PreparedImage
-from server.errors import DeadlineExpired, InvalidInput, ModelError, NotReady, Overloaded
-from server.imageio import DecodedImage, DecodeLimits, encode
-from server.manifest import ModelManifest, WeightsStore
-from server.metrics import ServerMetrics
-from server.overlay import draw_overlay
-from server.policy import ClassPolicy, Verdict, decide, verdicts_for
-from server.taxonomy import LABELS, by_label
+from server.core.detections import Detections
+from server.core.engine import NMS_MAX_DETECTIONS, InferenceEngine, PreparedImage
+from server.core.errors import DeadlineExpired, InvalidInput, ModelError, NotReady, Overloaded
+from server.core.decoding import DecodedImage, DecodeLimits, encode
+from server.core.manifest import ModelManifest, WeightsStore
+from server.grpc.observability import ServerMetrics
+from server.core.overlay import draw_overlay
+from server.core.policy import ClassPolicy, Verdict, decide, verdicts_for
+from server.core.taxonomy import LABELS, by_label
 
 log = logging.getLogger(__name__)
 

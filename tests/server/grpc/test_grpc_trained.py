@@ -1,39 +1,15 @@
 """The real server with a model really trained (in a session fixture) on synthetic shapes:
 boxes come back where they were drawn, in the frame a person sees, whatever the EXIF orientation."""
 
-import io
 
-import cv2
 import numpy as np
 import pytest
-from PIL import Image
 
-from tests.synthetic import draw_object
+from tests.support.images import as_jpeg, scene
 from training.export import box_iou
 from wildscreen.v1 import screening_pb2 as pb
 
 pytestmark = pytest.mark.slow
-
-
-def scene(width: int, height: int, class_id: int, box: tuple[int, int, int, int], seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    image = cv2.GaussianBlur(rng.normal(100, 20, (height, width, 3)).clip(0, 255).astype(np.uint8), (3, 3), 0)
-    draw_object(image, class_id, box)
-    return image
-
-
-def as_jpeg(image: np.ndarray, orientation: int = 1) -> bytes:
-    """JPEG of `image` as a person should see it, stored rotated with the EXIF tag that undoes it."""
-    from server.geometry import apply_orientation
-
-    inverse = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 8, 7: 7, 8: 6}[orientation]
-    stored = apply_orientation(image, inverse)
-    assert np.array_equal(apply_orientation(stored, orientation), image)
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    buf = io.BytesIO()
-    Image.fromarray(stored[:, :, ::-1]).save(buf, "JPEG", quality=95, exif=exif.tobytes())
-    return buf.getvalue()
 
 
 @pytest.mark.parametrize("orientation", [1, 3, 6, 8, 5])
@@ -69,7 +45,7 @@ def test_engine_matches_ultralytics_predict(tiny_run, synthetic_dataset):
     """Our letterbox + forward + NMS give the detections `YOLO.predict` gives on the same files."""
     from ultralytics import YOLO
 
-    from server.detections import Detections
+    from server.core.detections import Detections
     from training.export import match
     from training.modelfile import candidate_engine
 

@@ -6,9 +6,9 @@ import sys
 import grpc
 import pytest
 
-from tests.certs import make_certs
-from bench.server_process import REPO, ServerProcess
-from tests.server.test_grpc_untrained import jpeg
+from server.process import REPO, ServerProcess
+from tests.support.certs import make_certs
+from tests.support.images import jpeg
 from wildscreen.client import Connection
 from wildscreen.v1 import screening_pb2 as pb
 from wildscreen.v1 import screening_pb2_grpc as pb_grpc

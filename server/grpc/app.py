@@ -12,11 +12,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from server.auth import AuthInterceptor, KeyStore
+from server.grpc.auth import AuthInterceptor, KeyStore
 from server.config import ServerConfig
-from server.metrics import ObservabilityInterceptor, ServerMetrics
-from server.screening import Screener
-from server.servicer import ScreeningServicer
+from server.grpc.observability import ObservabilityInterceptor, ServerMetrics
+from server.core.screening import Screener
+from server.grpc.servicer import ScreeningServicer
 from wildscreen.v1 import screening_pb2 as pb
 from wildscreen.v1 import screening_pb2_grpc as pb_grpc
 

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from server.errors import ModelError
-from server.manifest import WeightsStore
+from server.core.errors import ModelError
+from server.core.manifest import WeightsStore
 from training.promote import promote
 
 

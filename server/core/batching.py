@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from server.errors import DeadlineExpired, InferenceFailed, NotReady, Overloaded
+from server.core.errors import DeadlineExpired, InferenceFailed, NotReady, Overloaded
 
 log = logging.getLogger(__name__)
 
