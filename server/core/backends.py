@@ -49,8 +49,9 @@ class TorchBackend:
 
         try:
             model, _ = load_checkpoint(str(weights), device=device, fuse=True)
-        except Exception as exc:
-            raise ModelError(f"cannot load {weights.name} as an Ultralytics model: {exc}") from exc
+        except Exception as exc:  # the details are for the log, not for the caller
+            log.exception("cannot load a checkpoint", extra={"fields": {"file": str(weights)}})
+            raise ModelError(f"cannot load {weights.name} as an Ultralytics model; the server logged why") from exc
         self.half = device.type == "cuda"
         self.model = (model.half() if self.half else model.float()).eval()
         self.device = device
@@ -76,7 +77,8 @@ class OnnxBackend:
         try:
             self.session = ort.InferenceSession(str(weights), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise ModelError(f"cannot load {weights.name} in ONNX Runtime: {exc}") from exc
+            log.exception("cannot load an ONNX model", extra={"fields": {"file": str(weights)}})
+            raise ModelError(f"cannot load {weights.name} in ONNX Runtime; the server logged why") from exc
         self.input_name = self.session.get_inputs()[0].name
         self.device = torch.device("cpu")
         self.name = "onnxruntime"

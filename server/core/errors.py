@@ -1,33 +1,32 @@
-"""wildscreen's errors, and the one place that maps them to gRPC status codes.
+"""wildscreen's domain errors: what went wrong, in the core's terms, with no protocol in sight.
 
     WildscreenError                 base; never raised itself
-    ├── InvalidInput                the caller sent something we cannot screen -> INVALID_ARGUMENT
+    ├── InvalidInput                the caller sent something we cannot screen
     │   ├── ImageTooLarge           bytes or pixels over the configured limit
     │   └── UndecodableImage        empty, unknown format, truncated or corrupt
-    ├── Overloaded                  the queue is full; retry later -> RESOURCE_EXHAUSTED
-    ├── DeadlineExpired             the caller's deadline passed before the model ran -> DEADLINE_EXCEEDED
-    ├── NotReady                    no model loaded yet, or shutting down -> UNAVAILABLE
-    ├── ModelError                  a model file or manifest is missing or wrong -> FAILED_PRECONDITION
-    ├── InferenceFailed             the model raised while running a batch -> INTERNAL
-    ├── Unauthenticated             missing or wrong API key -> UNAUTHENTICATED
-    └── PermissionDenied            the key lacks the role -> PERMISSION_DENIED
+    ├── Overloaded                  too much work in flight; retry after `retry_after_ms`
+    ├── DeadlineExpired             the caller's deadline passed before the model ran
+    ├── NotReady                    no model loaded yet, or shutting down
+    ├── ModelError                  a model file or manifest is missing or wrong
+    ├── Unsupported                 not possible in this server's set-up (ReloadModel under --workers)
+    ├── InferenceFailed             the model raised while running a batch
+    ├── Unauthenticated             missing or wrong API key
+    └── PermissionDenied            the key lacks the role
 
-Messages of these errors are written for the caller and are sent to them as they are. Anything
-else that escapes is a bug: the caller gets INTERNAL with a generic message and the log gets the
-traceback.
+Messages of these errors are written for the caller and are sent to them as they are. Each edge
+maps the kinds to its own codes in one table (`server.grpc.status` for gRPC). Anything else that
+escapes is a bug: the edge answers with a generic internal error and logs the traceback.
 """
 
 from __future__ import annotations
 
-import grpc
-
 
 class WildscreenError(Exception):
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    pass
 
 
 class InvalidInput(WildscreenError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    pass
 
 
 class ImageTooLarge(InvalidInput):
@@ -39,42 +38,34 @@ class UndecodableImage(InvalidInput):
 
 
 class Overloaded(WildscreenError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
     def __init__(self, message: str, retry_after_ms: int = 0) -> None:
         super().__init__(message)
         self.retry_after_ms = retry_after_ms
 
 
 class DeadlineExpired(WildscreenError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    pass
 
 
 class NotReady(WildscreenError):
-    code = grpc.StatusCode.UNAVAILABLE
+    pass
 
 
 class ModelError(WildscreenError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    pass
+
+
+class Unsupported(WildscreenError):
+    pass
 
 
 class InferenceFailed(WildscreenError):
-    code = grpc.StatusCode.INTERNAL
+    pass
 
 
 class Unauthenticated(WildscreenError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    pass
 
 
 class PermissionDenied(WildscreenError):
-    code = grpc.StatusCode.PERMISSION_DENIED
-
-
-INTERNAL_MESSAGE = "internal error; the server logged the details"
-
-
-def to_status(error: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The status code and caller-facing message for `error`."""
-    if isinstance(error, WildscreenError):
-        return error.code, str(error)
-    return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+    pass

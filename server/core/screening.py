@@ -24,10 +24,10 @@ from server.core.batching import DynamicBatcher
 from server.config import ServerConfig
 from server.core.detections import Detections
 from server.core.engine import NMS_MAX_DETECTIONS, InferenceEngine, PreparedImage
-from server.core.errors import DeadlineExpired, InvalidInput, ModelError, NotReady, Overloaded
+from server.core.errors import DeadlineExpired, InvalidInput, ModelError, NotReady, Overloaded, Unsupported
 from server.core.decoding import DecodedImage, DecodeLimits, encode
 from server.core.manifest import ModelManifest, WeightsStore
-from server.grpc.observability import ServerMetrics
+from server.core.metrics import ServerMetrics
 from server.core.overlay import draw_overlay
 from server.core.policy import ClassPolicy, Verdict, decide, verdicts_for
 from server.core.taxonomy import LABELS, by_label
@@ -194,8 +194,9 @@ class Screener:
                 new = await ModelRuntime.start(self.config, version, self.metrics)
             except ModelError:
                 raise
-            except Exception as exc:
-                raise ModelError(f"could not load model {version or '(current)'}: {exc}") from exc
+            except Exception as exc:  # the details are for the log, not for the caller
+                log.exception("model load failed", extra={"fields": {"version": version or "(current)"}})
+                raise ModelError(f"could not load model {version or '(current)'}; the server logged why") from exc
             old, self._runtime = self._runtime, new
             m = new.manifest
             if self.metrics is not None:
@@ -206,6 +207,15 @@ class Screener:
             await old.retire()
             log.info("previous model retired", extra={"fields": {"version": old.manifest.version}})
         return new.manifest
+
+    async def reload_on_request(self, version: str | None = None) -> ModelManifest:
+        """`load`, as a caller asks for it: refused under --workers, where it would reach one worker."""
+        if self.config.worker_index >= 0:
+            raise Unsupported(
+                "this server runs several worker processes and the call would reload one of them: make the "
+                "version current (training promote) and send SIGHUP to the supervisor, which reloads them all"
+            )
+        return await self.load(version)
 
     async def close(self) -> None:
         if self._runtime is not None:

@@ -14,7 +14,8 @@ from grpc_reflection.v1alpha import reflection
 
 from server.grpc.auth import AuthInterceptor, KeyStore
 from server.config import ServerConfig
-from server.grpc.observability import ObservabilityInterceptor, ServerMetrics
+from server.core.metrics import ServerMetrics
+from server.grpc.observability import ObservabilityInterceptor
 from server.core.screening import Screener
 from server.grpc.servicer import ScreeningServicer
 from wildscreen.v1 import screening_pb2 as pb

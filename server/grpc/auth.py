@@ -21,6 +21,7 @@ from pathlib import Path
 import grpc
 
 from server.core.errors import PermissionDenied, Unauthenticated
+from server.grpc.status import status_of
 from server.core.manifest import now_iso
 
 ROLES = ("screen", "admin")
@@ -136,5 +137,5 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         try:
             authorize(self.keys, handler_call_details.method, tuple(handler_call_details.invocation_metadata or ()))
         except (Unauthenticated, PermissionDenied) as exc:
-            return _denying_handler(handler, exc.code, str(exc))
+            return _denying_handler(handler, *status_of(exc))
         return handler

@@ -1,7 +1,8 @@
 """gRPC servicer: protos in, `Screener` calls, protos out. No model, queue or image code here.
 
-Errors are translated in one place, `_status_of`: our own errors carry their status code and a
-message written for the caller; anything else is logged and answered INTERNAL, without internals.
+Errors are translated by the one table in `server.grpc.status`: domain errors get their code and
+their message, written for the caller; anything else is logged and answered INTERNAL, without
+internals.
 """
 
 from __future__ import annotations
@@ -13,25 +14,17 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from server.core.errors import to_status
 from server.core.manifest import ModelManifest
 from server.core.policy import ClassPolicy
 from server.core.screening import ScreenJob, ScreenResult, Screener
-from server.core.taxonomy import NAMES
+from server.core.taxonomy import by_id
+from server.grpc.status import CODE_BY_NUMBER, answers_with_status, status_of
 from wildscreen.v1 import screening_pb2 as pb
 from wildscreen.v1 import screening_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
 _OVERLAY = {pb.OVERLAY_FORMAT_NONE: "", pb.OVERLAY_FORMAT_JPEG: "jpeg", pb.OVERLAY_FORMAT_PNG: "png"}
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
-
-
-def _status_of(error: BaseException, request_id: str) -> tuple[grpc.StatusCode, str]:
-    code, message = to_status(error)
-    if code == grpc.StatusCode.INTERNAL:
-        log.error("request failed", exc_info=error, extra={"fields": {"request_id": request_id}})
-    return code, message
 
 
 def job_from_proto(request: pb.ScreenRequest) -> ScreenJob:
@@ -61,7 +54,7 @@ def response_from_result(result: ScreenResult) -> pb.ScreenResponse:
     w, h = result.width, result.height
     detections = [
         pb.Detection(
-            label=NAMES[int(c)],
+            label=by_id(int(c)).label,
             class_id=int(c),
             confidence=float(s),
             box=pb.Box(x_min=float(x1), y_min=float(y1), x_max=float(x2), y_max=float(y2)),
@@ -104,23 +97,25 @@ class ScreeningServicer(pb_grpc.ScreeningServicer):
         try:
             result = await self.screener.screen(job_from_proto(request), deadline)
         except Exception as exc:
-            code, message = _status_of(exc, request.request_id)
+            code, message = status_of(exc, request.request_id)
             if metrics is not None:
-                metrics.observe_image(code)
+                metrics.observe_image(code.name)
             error = pb.Error(code=code.value[0], message=message, retry_after_ms=getattr(exc, "retry_after_ms", 0))
             return pb.ScreenResponse(request_id=request.request_id, error=error)
         if metrics is not None:
-            metrics.observe_image(grpc.StatusCode.OK, result)
+            metrics.observe_image(grpc.StatusCode.OK.name, result)
         return response_from_result(result)
 
+    @answers_with_status
     async def Screen(self, request: pb.ScreenRequest, context: grpc.aio.ServicerContext) -> pb.ScreenResponse:
         response = await self._screen_one(request, deadline_of(context))
         if response.HasField("error"):
             if response.error.retry_after_ms:  # the standard hint gRPC's retry policies honour
                 context.set_trailing_metadata((("grpc-retry-pushback-ms", str(response.error.retry_after_ms)),))
-            await context.abort(_CODES[response.error.code], response.error.message)
+            await context.abort(CODE_BY_NUMBER[response.error.code], response.error.message)
         return response
 
+    @answers_with_status
     async def ScreenStream(
         self, request_iterator: AsyncIterator[pb.ScreenRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ScreenResponse]:
@@ -151,22 +146,14 @@ class ScreeningServicer(pb_grpc.ScreeningServicer):
                 if pending is not None:
                     pending.cancel()
 
+    @answers_with_status
     async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
-        try:
-            return self.model_info()
-        except Exception as exc:
-            await context.abort(*_status_of(exc, ""))
+        return self.model_info()
 
+    @answers_with_status
     async def ReloadModel(self, request: pb.ReloadModelRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
-        if self.screener.config.worker_index >= 0:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                "this server runs several worker processes and the call would reload one of them: make the "
-                                "version current (training promote) and send SIGHUP to the supervisor, which reloads them all")
-        try:
-            await self.screener.load(request.version or None)
-            return self.model_info()
-        except Exception as exc:
-            await context.abort(*_status_of(exc, ""))
+        await self.screener.reload_on_request(request.version or None)
+        return self.model_info()
 
     def model_info(self) -> pb.ModelInfo:
         runtime = self.screener.runtime
