@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from server.core.decoding import ImageDecoder
 from server.core.detections import Detections
 from training.modelfile import candidate_engine, checkpoint_facts
 
@@ -71,9 +72,10 @@ def match(
 def compare_engines(reference, candidate, images: list[Path], floor: float = 0.1, batch: int = 4) -> Agreement:
     total = matched = 0
     min_iou, max_diff = 1.0, 0.0
+    decoder = ImageDecoder(reference.input_size, reference.backend.device)
     for start in range(0, len(images), batch):
         chunk = [p.read_bytes() for p in images[start : start + batch]]
-        prepared = [reference.decode_and_prepare(data)[1] for data in chunk]
+        prepared = [decoder.prepare(data)[1] for data in chunk]
         for r, c in zip(reference.run(prepared, floor), candidate.run(prepared, floor)):
             n, m, iou, diff = match(r, c, floor)
             total, matched = total + n, matched + m

@@ -20,7 +20,8 @@ from server.core.taxonomy import NAMES
 
 if TYPE_CHECKING:
     from server.core.detections import Detections
-    from server.core.engine import InferenceEngine, PreparedImage
+    from server.core.decoding import PreparedImage
+    from server.core.engine import InferenceEngine
 
 
 def build_untrained(path: Path, architecture: str = "yolov5n.yaml", input_size: int = 416, seed: int = 0) -> Path:
@@ -103,7 +104,10 @@ def detect_in_files(
 ) -> Iterator[tuple[Path, PreparedImage, Detections]]:
     """Image files through `engine` in batches, read as the server reads request bytes, with a
     progress bar: (path, prepared image, detections at >= floor) for each, in order."""
+    from server.core.decoding import ImageDecoder
+
+    decoder = ImageDecoder(engine.input_size, engine.backend.device)
     for start in tqdm(range(0, len(images), batch), desc=desc, unit="batch"):
         chunk = images[start : start + batch]
-        prepared = [engine.decode_and_prepare(path.read_bytes())[1] for path in chunk]
+        prepared = [decoder.prepare(path.read_bytes())[1] for path in chunk]
         yield from zip(chunk, prepared, engine.run(prepared, floor))

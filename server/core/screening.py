@@ -20,12 +20,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from server.core.batching import DynamicBatcher
 from server.config import ServerConfig
 from server.core.detections import Detections
-from server.core.engine import NMS_MAX_DETECTIONS, InferenceEngine, PreparedImage
+from server.core.engine import NMS_MAX_DETECTIONS, InferenceEngine
 from server.core.errors import DeadlineExpired, InvalidInput, ModelError, NotReady, Overloaded, Unsupported
-from server.core.decoding import DecodedImage, DecodeLimits, encode
+from server.core.decoding import DecodedImage, DecodeLimits, ImageDecoder, PreparedImage, encode
 from server.core.manifest import ModelManifest, WeightsStore
 from server.core.metrics import ServerMetrics
 from server.core.overlay import draw_overlay
@@ -64,7 +66,8 @@ class ScreenResult:
     request_id: str
     verdict: Verdict
     detections: Detections
-    detection_verdicts: list[Verdict]
+    detection_verdicts: np.ndarray
+    """`Verdict` numbers, one per listed detection."""
     width: int
     height: int
     model: ModelManifest
@@ -85,9 +88,10 @@ class _BatchItem:
 
 @dataclass
 class ModelRuntime:
-    """One loaded model, the batcher that feeds it, and the requests using it."""
+    """One loaded model, its decoder, the batcher that feeds it, and the requests using it."""
 
     engine: InferenceEngine
+    decoder: ImageDecoder
     batcher: DynamicBatcher[_BatchItem, Detections]
     users: int = 0
     decoding: int = 0
@@ -143,7 +147,8 @@ class ModelRuntime:
             incoming=lambda: runtime.decoding, executor=model_thread,
         )
         batcher.start()
-        runtime = cls(engine, batcher)
+        limits = DecodeLimits(config.max_request_bytes, config.max_image_pixels)
+        runtime = cls(engine, ImageDecoder(engine.input_size, engine.backend.device, limits), batcher)
         runtime.idle.set()
         return runtime
 
@@ -170,7 +175,6 @@ class Screener:
     def __init__(self, config: ServerConfig, metrics: ServerMetrics | None = None) -> None:
         self.config = config
         self.metrics = metrics
-        self.limits = DecodeLimits(config.max_request_bytes, config.max_image_pixels)
         self.max_in_flight = config.max_queue_size + config.max_batch_size
         self.in_flight = 0
         self._refused = 0.0
@@ -222,9 +226,9 @@ class Screener:
             await self._runtime.retire()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _decode_and_prepare(self, engine: InferenceEngine, job: ScreenJob) -> tuple[DecodedImage | None, PreparedImage, float]:
+    def _decode_and_prepare(self, decoder: ImageDecoder, job: ScreenJob) -> tuple[DecodedImage | None, PreparedImage, float]:
         start = time.perf_counter()
-        image, prepared = engine.decode_and_prepare(job.image, self.limits, keep_full_size=bool(job.overlay))
+        image, prepared = decoder.prepare(job.image, keep_full_size=bool(job.overlay))
         return (image if job.overlay else None), prepared, (time.perf_counter() - start) * 1000.0
 
     def _render_overlay(self, image: DecodedImage, detections: Detections, caption: str, fmt: str) -> bytes:
@@ -280,7 +284,7 @@ class Screener:
         loop = asyncio.get_running_loop()
         runtime.decoding += 1
         try:
-            image, prepared, decode_ms = await loop.run_in_executor(self._pool, self._decode_and_prepare, runtime.engine, job)
+            image, prepared, decode_ms = await loop.run_in_executor(self._pool, self._decode_and_prepare, runtime.decoder, job)
         finally:
             runtime.decoding -= 1
         raw, batch = await runtime.batcher.submit(_BatchItem(prepared, nms_confidence), job.request_id, deadline)

@@ -16,12 +16,12 @@ def agreement(reference: list[Detections], candidate: list[Detections], floor: f
     return total, matched
 
 
-def check_a_bad_jpeg_fails_alone(engine) -> None:
+def check_a_bad_jpeg_fails_alone(engine, decoder) -> None:
     """The images beside a broken JPEG in a device-decoded batch get the detections they get alone."""
     good = scenes()
-    alone = engine.run([engine.decode_and_prepare(d)[1] for d in (good[0], good[1])], 0.2)
-    mixed = engine.run([engine.decode_and_prepare(d)[1] for d in (good[0], broken_jpeg(good[2]), good[1])], 0.2)
-    assert all(p.pixels is None for p in [engine.decode_and_prepare(broken_jpeg(good[2]))[1]])
+    alone = engine.run([decoder.prepare(d)[1] for d in (good[0], good[1])], 0.2)
+    mixed = engine.run([decoder.prepare(d)[1] for d in (good[0], broken_jpeg(good[2]), good[1])], 0.2)
+    assert all(p.pixels is None for p in [decoder.prepare(broken_jpeg(good[2]))[1]])
     total, matched = agreement(alone, [mixed[0], mixed[2]], 0.2, min_iou=0.95, max_confidence_difference=0.01)
     assert total >= 2 and matched == total
     # libjpeg says the data is truncated; nvJPEG decodes the zeros into a grey picture: both are fine.

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from server.core.decoding import ImageDecoder
 from server.process import ServerProcess
 from tests.support.detections import agreement, check_a_bad_jpeg_fails_alone
 from tests.support.images import as_jpeg, scene, scenes
@@ -22,10 +23,11 @@ def test_the_gpu_path_finds_what_the_cpu_reference_finds(tiny_run):
     best = tiny_run / "weights" / "best.pt"
     cpu = candidate_engine(best, "cpu")
     gpu = candidate_engine(best, "cuda")
-    assert gpu.decode_on_device and gpu.device.startswith("cuda")
+    decoder = ImageDecoder(gpu.input_size, gpu.backend.device)
+    assert decoder.on_device and gpu.device.startswith("cuda")
     images = scenes()
-    reference = cpu.run([cpu.decode_and_prepare(d, keep_full_size=True)[1] for d in images], 0.2)
-    prepared = [gpu.decode_and_prepare(d)[1] for d in images]
+    reference = cpu.run([ImageDecoder(cpu.input_size).prepare(d, keep_full_size=True)[1] for d in images], 0.2)
+    prepared = [decoder.prepare(d)[1] for d in images]
     assert all(p.pixels is None for p in prepared), "JPEGs should be left for nvJPEG"
     on_gpu = gpu.run(prepared, 0.2)
     # FP16 moves confidences by a few thousandths; the boxes and classes stay.
@@ -34,7 +36,8 @@ def test_the_gpu_path_finds_what_the_cpu_reference_finds(tiny_run):
 
 
 def test_a_bad_jpeg_fails_alone_in_a_gpu_batch(tiny_run):
-    check_a_bad_jpeg_fails_alone(candidate_engine(tiny_run / "weights" / "best.pt", "cuda"))
+    engine = candidate_engine(tiny_run / "weights" / "best.pt", "cuda")
+    check_a_bad_jpeg_fails_alone(engine, ImageDecoder(engine.input_size, engine.backend.device))
 
 
 def test_the_server_screens_on_the_gpu(trained_weights, stub_for):

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from server.core.decoding import ImageDecoder
 from server.core.geometry import Letterbox, apply_orientation, apply_orientation_tensor
 from tests.support.detections import agreement, check_a_bad_jpeg_fails_alone
 from tests.support.images import scenes
@@ -38,17 +39,17 @@ def test_tensor_letterbox_matches_opencv(width, height):
 
 def test_reduced_and_device_decoding_find_what_full_decoding_finds(tiny_run):
     best = tiny_run / "weights" / "best.pt"
-    host = candidate_engine(best, "cpu")
-    device_path = candidate_engine(best, "cpu")
-    device_path.decode_on_device = True
+    engine = candidate_engine(best, "cpu")
+    host = ImageDecoder(engine.input_size, "cpu")
+    device_path = ImageDecoder(engine.input_size, "cpu", on_device=True)
     images = scenes()
-    full = host.run([host.decode_and_prepare(d, keep_full_size=True)[1] for d in images], 0.2)
-    reduced_prepared = [host.decode_and_prepare(d)[1] for d in images]
+    full = engine.run([host.prepare(d, keep_full_size=True)[1] for d in images], 0.2)
+    reduced_prepared = [host.prepare(d)[1] for d in images]
     assert all(p.pixels is not None for p in reduced_prepared)
-    reduced = host.run(reduced_prepared, 0.2)
-    on_device_prepared = [device_path.decode_and_prepare(d)[1] for d in images]
+    reduced = engine.run(reduced_prepared, 0.2)
+    on_device_prepared = [device_path.prepare(d)[1] for d in images]
     assert all(p.pixels is None and p.encoded for p in on_device_prepared)
-    on_device = device_path.run(on_device_prepared, 0.2)
+    on_device = engine.run(on_device_prepared, 0.2)
     # Decoding at 1/2 or 1/4 scale in the DCT resamples differently: every confident detection
     # (the ones that decide verdicts) is found again; of those near 0.5 one may move further or
     # drop out (which ones depends on the machine that trained the tiny model: seen on a GPU host).
@@ -63,13 +64,11 @@ def test_reduced_and_device_decoding_find_what_full_decoding_finds(tiny_run):
 
 def test_a_bad_jpeg_in_a_device_batch_fails_alone(tiny_run):
     engine = candidate_engine(tiny_run / "weights" / "best.pt", "cpu")
-    engine.decode_on_device = True
-    check_a_bad_jpeg_fails_alone(engine)
+    check_a_bad_jpeg_fails_alone(engine, ImageDecoder(engine.input_size, "cpu", on_device=True))
 
 
-def test_cmyk_jpeg_stays_on_the_host_path(tiny_run):
-    engine = candidate_engine(tiny_run / "weights" / "best.pt", "cpu")
-    engine.decode_on_device = True
+def test_cmyk_jpeg_stays_on_the_host_path():
+    decoder = ImageDecoder(128, "cpu", on_device=True)
     buf = io.BytesIO()
     Image.new("RGB", (64, 48), (200, 30, 30)).convert("CMYK").save(buf, "JPEG")
-    assert engine.decode_and_prepare(buf.getvalue())[1].pixels is not None
+    assert decoder.prepare(buf.getvalue())[1].pixels is not None

@@ -45,6 +45,7 @@ def test_engine_matches_ultralytics_predict(tiny_run, synthetic_dataset):
     """Our letterbox + forward + NMS give the detections `YOLO.predict` gives on the same files."""
     from ultralytics import YOLO
 
+    from server.core.decoding import ImageDecoder
     from server.core.detections import Detections
     from training.export import match
     from training.modelfile import candidate_engine
@@ -57,7 +58,7 @@ def test_engine_matches_ultralytics_predict(tiny_run, synthetic_dataset):
     images = Dataset(synthetic_dataset.parent).read_split("test")[:8]
     total = matched = 0
     for path in images:
-        ours = engine.run([engine.decode_and_prepare(path.read_bytes(), keep_full_size=True)[1]], 0.1)[0]
+        ours = engine.run([ImageDecoder(engine.input_size).prepare(path.read_bytes(), keep_full_size=True)[1]], 0.1)[0]
         result = reference.predict(str(path), imgsz=engine.input_size, conf=0.1, iou=0.7, verbose=False, rect=False)[0]
         boxes = result.boxes
         theirs = Detections(boxes.xyxy.numpy(), boxes.conf.numpy(), boxes.cls.numpy().astype(np.int64))
