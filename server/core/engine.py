@@ -33,9 +33,14 @@ class InferenceEngine:
     def __init__(self, manifest: ModelManifest, backend: Backend) -> None:
         if manifest.input_size % 32:
             raise ModelError(f"input_size {manifest.input_size} is not a multiple of 32")
+        names = getattr(backend, "names", None)
+        if names is not None and len(names) != len(manifest.classes):
+            raise ModelError(f"model {manifest.version} has {len(names)} outputs; its manifest names {len(manifest.classes)} classes")
         self.manifest = manifest
         self.backend = backend
         self.input_size = manifest.input_size
+        self._class_ids = np.array([c.id for c in manifest.classes], dtype=np.int64)
+        """Output index -> taxonomy id: a model detects the classes its manifest names, in that order."""
 
     @classmethod
     def load(
@@ -91,9 +96,9 @@ class InferenceEngine:
             if i in failures:
                 results.append(failures[i])
                 continue
-            detections = Detections.from_nms(rows.float().cpu().numpy())
-            boxes = image.letterbox.boxes_to_source(detections.xyxy, image.width, image.height)
-            results.append(detections.with_boxes(boxes))
+            found = Detections.from_nms(rows.float().cpu().numpy())
+            boxes = image.letterbox.boxes_to_source(found.xyxy, image.width, image.height)
+            results.append(Detections(boxes, found.confidence, self._class_ids[found.class_id]))
         clock.lap("nms")
         return results
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from server.core.errors import ModelError
 from server.core.policy import ClassPolicy
-from server.core.taxonomy import TAXONOMY
+from server.core.taxonomy import by_id
 
 SCHEMA_VERSION = 1
 INDEX_FILE = "manifest.json"
@@ -68,16 +68,28 @@ class ModelManifest:
     notes: str = ""
 
     def __post_init__(self) -> None:
-        got = [(c.id, c.label) for c in self.classes]
-        want = [(c.id, c.label) for c in TAXONOMY]
-        if got != want:
-            raise ModelError(f"model {self.version}: classes {got} do not match the taxonomy {want}")
+        # The model's own classes, in the order of its outputs: any taxonomy classes, each once.
+        ids = [c.id for c in self.classes]
+        if not ids or len(set(ids)) != len(ids):
+            raise ModelError(f"model {self.version}: classes {ids} must name each class once, at least one")
+        for c in self.classes:
+            try:
+                known = by_id(c.id).label
+            except KeyError as exc:
+                raise ModelError(f"model {self.version}: class {c.id} ({c.label}) is not in the taxonomy: {exc.args[0]}") from None
+            if known != c.label:
+                raise ModelError(f"model {self.version}: class {c.id} is {known!r} in the taxonomy, not {c.label!r}")
         if not 0.0 < self.default_min_confidence <= 1.0:
             raise ModelError(f"model {self.version}: default_min_confidence must be in (0, 1]")
 
     @property
     def policies(self) -> dict[int, ClassPolicy]:
         return {c.id: c for c in self.classes}
+
+    @property
+    def labels(self) -> dict[str, int]:
+        """Label -> taxonomy id of the classes this model detects."""
+        return {c.label: c.id for c in self.classes}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

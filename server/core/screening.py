@@ -32,7 +32,6 @@ from server.core.manifest import ModelManifest, WeightsStore
 from server.core.metrics import ServerMetrics
 from server.core.overlay import draw_overlay
 from server.core.policy import ClassPolicy, Verdict, decide, verdicts_for
-from server.core.taxonomy import LABELS, by_label
 
 log = logging.getLogger(__name__)
 
@@ -153,16 +152,18 @@ class ModelRuntime:
         return runtime
 
 
-def validate(job: ScreenJob, default_max_detections: int) -> tuple[frozenset[int] | None, int]:
-    """Check a job before any work; returns (class ids to screen or None for all, max detections)."""
+def validate(job: ScreenJob, default_max_detections: int, model: ModelManifest) -> tuple[frozenset[int] | None, int]:
+    """Check a job before any work; returns (class ids to screen or None for all, max detections).
+    The classes a caller may name are the ones `model` detects."""
+    labels = model.labels
     if not math.isfinite(job.min_confidence) or not 0.0 <= job.min_confidence <= 1.0:
         raise InvalidInput(f"min_confidence {job.min_confidence} is not between 0 and 1")
-    unknown = sorted({c for c in job.classes if c not in LABELS})
+    unknown = sorted({c for c in job.classes if c not in labels})
     if unknown:
-        raise InvalidInput(f"unknown class name(s) {', '.join(map(repr, unknown))}; known classes: {', '.join(LABELS)}")
+        raise InvalidInput(f"unknown class name(s) {', '.join(map(repr, unknown))}; known classes: {', '.join(labels)}")
     if job.overlay not in OVERLAY_FORMATS:
         raise InvalidInput(f"overlay format {job.overlay!r} is not jpeg or png")
-    class_ids = frozenset(by_label(c).id for c in job.classes) if job.classes else None
+    class_ids = frozenset(labels[c] for c in job.classes) if job.classes else None
     max_detections = min(job.max_detections or default_max_detections, NMS_MAX_DETECTIONS)
     return class_ids, max_detections
 
@@ -272,7 +273,7 @@ class Screener:
 
     async def _screen(self, runtime: ModelRuntime, job: ScreenJob, deadline: float | None) -> ScreenResult:
         start = time.perf_counter()
-        class_ids, max_detections = validate(job, self.config.default_max_detections)
+        class_ids, max_detections = validate(job, self.config.default_max_detections, runtime.manifest)
         if deadline is not None and time.monotonic() >= deadline:
             raise DeadlineExpired("deadline passed before screening started")
         manifest = runtime.manifest

@@ -1,7 +1,9 @@
 """The class taxonomy: the one place that knows what wildscreen detects.
 
 Class ids are part of every model file and every label file, so they never change between
-retrains. A new class gets the next id; a retired class keeps its id forever.
+retrains. The taxonomy only grows: a new class gets the next id, a retired class keeps its id
+forever. A model names the classes it detects in its manifest (ids and labels from here), so a
+model trained before a class was added is served as it is.
 """
 
 from __future__ import annotations
@@ -29,15 +31,14 @@ LABELS: tuple[str, ...] = tuple(c.label for c in TAXONOMY)
 NAMES: dict[int, str] = {c.id: c.label for c in TAXONOMY}
 """Ultralytics' `names` mapping, as written into data yamls and model files."""
 
-_BY_LABEL = {c.label: c for c in TAXONOMY}
 
 
 def by_label(label: str) -> WildlifeClass:
     """The class called `label`; KeyError names the known labels."""
-    try:
-        return _BY_LABEL[label]
-    except KeyError:
-        raise KeyError(f"unknown class {label!r}; known classes: {', '.join(LABELS)}") from None
+    for c in TAXONOMY:
+        if c.label == label:
+            return c
+    raise KeyError(f"unknown class {label!r}; known classes: {', '.join(c.label for c in TAXONOMY)}")
 
 
 def by_id(class_id: int) -> WildlifeClass:
