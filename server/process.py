@@ -1,9 +1,11 @@
-"""Run the real server as a subprocess on a free loopback port, the way `make serve` runs it:
-used by the benchmarks and by the integration tests."""
+"""The server as a child process: the line a server prints once it answers, and `ServerProcess`,
+which runs the real server on a free loopback port the way `make serve` runs it (the benchmarks
+and the integration tests use it; the --workers supervisor reads the same line)."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,9 +16,14 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.main import SERVING_LINE
-
 REPO = Path(__file__).resolve().parent.parent
+SERVING_LINE = re.compile(r"wildscreen serving (?P<version>\S+) on (?P<host>\S+):(?P<port>\d+)")
+"""What a server prints on stdout once it answers: the --workers supervisor, the tests and the
+benchmarks wait for it (and learn the port of --port 0 from it)."""
+
+
+def serving_line(version: str, host: str, port: int) -> str:
+    return f"wildscreen serving {version} on {host}:{port}"
 
 
 class ServerProcess:

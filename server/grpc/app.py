@@ -12,7 +12,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from server.grpc.auth import AuthInterceptor, KeyStore
+from server.core.keys import KeyStore
+from server.grpc.auth import AuthInterceptor
 from server.config import ServerConfig
 from server.core.metrics import ServerMetrics
 from server.grpc.observability import ObservabilityInterceptor

@@ -9,7 +9,7 @@ import pytest
 from server.config import ServerConfig
 from server.core import taxonomy
 from server.core.errors import InvalidInput, ModelError
-from server.core.manifest import ModelManifest, WeightsStore
+from server.core.manifest import ModelManifest
 from server.core.policy import ClassPolicy, Verdict
 from server.core.screening import ScreenJob, Screener
 from server.core.taxonomy import WildlifeClass

@@ -16,7 +16,7 @@ from wildscreen.v1 import screening_pb2_grpc as pb_grpc
 
 def add_key(keys_file, name, role) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "wildscreen.cli", "keys", "add", name, "--role", role, "--file", str(keys_file)],
+        [sys.executable, "-m", "server", "keys", "add", name, "--role", role, "--file", str(keys_file)],
         cwd=REPO, capture_output=True, text=True, check=True,
     )
     return result.stdout.strip()
