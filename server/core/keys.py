@@ -84,4 +84,5 @@ class KeyStore:
         tmp.write_text(json.dumps({"keys": [e.__dict__ for e in entries]}, indent=2) + "\n")
         os.chmod(tmp, 0o600)
         os.replace(tmp, self.path)
+        self._mtime = None  # this store's next lookup reads the file it just wrote
         return key
