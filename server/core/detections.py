@@ -46,9 +46,6 @@ class Detections:
         rows = rows[order]
         return cls(rows[:, :4].copy(), rows[:, 4].copy(), rows[:, 5].astype(np.int64))
 
-    def with_boxes(self, xyxy: np.ndarray) -> Detections:
-        return Detections(np.asarray(xyxy, dtype=np.float32).reshape(-1, 4), self.confidence, self.class_id)
-
     def of_classes(self, class_ids: frozenset[int] | None) -> Detections:
         """Only the given classes; None keeps all."""
         if class_ids is None:
