@@ -142,3 +142,13 @@ def test_the_client_loads_neither_server_nor_training():
 def test_files_stay_small_and_named_for_what_they_hold(path):
     assert path.name != "utils.py", "name the module for its one concern"
     assert len(path.read_text().splitlines()) <= MAX_LINES, f"{path.name} is over {MAX_LINES} lines: split it by concern"
+
+
+def test_the_module_map_in_server_init_is_true():
+    """server/__init__.py's docstring names every module and package of server/, and only those."""
+    doc = (REPO / "server" / "__init__.py").read_text().split('"""')[1]
+    heads = [line.strip().split("  ")[0] for line in doc.splitlines() if line.startswith("    ") and line.strip()]
+    named = {name.strip().rstrip("/") for head in heads for name in head.split(",")}
+    actual = {p.stem for p in (REPO / "server").rglob("*.py") if p.stem not in ("__init__", "__main__")}
+    actual |= {p.name for p in (REPO / "server").iterdir() if (p / "__init__.py").exists()}
+    assert named == actual, (sorted(actual - named), sorted(named - actual))

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def wildscreen(*args: str, check: bool = True) -> subprocess.CompletedProcess:

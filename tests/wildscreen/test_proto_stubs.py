@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 GENERATED = ("screening_pb2.py", "screening_pb2.pyi", "screening_pb2_grpc.py")
 
 
