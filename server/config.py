@@ -141,7 +141,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wildscreen-serve",
         description="Serve the wildscreen detector over gRPC.",
-        epilog=f"Every flag can also be set as {ENV_PREFIX}<FLAG_NAME>, e.g. {ENV_PREFIX}PORT=50052.",
+        epilog=f"Every flag can also be set as {ENV_PREFIX}<FLAG_NAME>, e.g. {ENV_PREFIX}PORT=50052. "
+               "API keys: `wildscreen-serve keys add NAME --role screen|admin --file FILE`.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     hints = typing.get_type_hints(ServerConfig)

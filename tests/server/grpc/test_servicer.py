@@ -55,12 +55,14 @@ def test_an_unexpected_error_leaves_as_internal_without_internals(untrained_weig
             finally:
                 server.screener.screen = good
             after = await stub.Screen(pb.ScreenRequest(image=jpeg()), timeout=60)
-            return unary.value, stream, after
+            internal = server.metrics.registry.get_sample_value("wildscreen_requests_total", {"rpc": "Screen", "code": "INTERNAL"})
+            return unary.value, stream, after, internal
 
     with caplog.at_level(logging.ERROR, logger="server.grpc.status"):
-        unary, stream, after = asyncio.run(calls())
+        unary, stream, after, internal = asyncio.run(calls())
     assert unary.code() == grpc.StatusCode.INTERNAL and unary.details() == INTERNAL_MESSAGE
     assert stream[0].error.code == grpc.StatusCode.INTERNAL.value[0] and stream[0].error.message == INTERNAL_MESSAGE
     logged = [r.fields["request_id"] for r in caplog.records if r.getMessage() == "request failed"]
     assert logged == ["r-42", "s-1"]
     assert after.model.version == "v0"
+    assert internal == 1  # counted as what the caller got, not as UNKNOWN
