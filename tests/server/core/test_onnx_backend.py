@@ -7,6 +7,7 @@ import pytest
 
 from server.core.manifest import WeightsStore
 from server.process import ServerProcess
+from tests.support.agreement import LOW_FLOOR, finds_again, from_response
 from tests.support.images import scenes
 from training.export import export
 from training.layout import Dataset
@@ -29,7 +30,7 @@ def weights_with_onnx(tiny_run, synthetic_dataset, tmp_path_factory):
 def screen_all(target: str) -> list:
     with grpc.insecure_channel(target) as channel:
         stub = pb_grpc.ScreeningStub(channel)
-        return [stub.Screen(pb.ScreenRequest(image=image, min_confidence=0.2), timeout=30) for image in scenes()]
+        return [stub.Screen(pb.ScreenRequest(image=image, min_confidence=LOW_FLOOR, max_detections=300), timeout=30) for image in scenes()]
 
 
 def test_onnx_and_torch_servers_answer_alike(weights_with_onnx):
@@ -41,11 +42,14 @@ def test_onnx_and_torch_servers_answer_alike(weights_with_onnx):
         with grpc.insecure_channel(onnx_server.target) as channel:
             assert pb_grpc.ScreeningStub(channel).GetModelInfo(pb.GetModelInfoRequest(), timeout=10).backend == "onnxruntime"
         candidate = screen_all(onnx_server.target)
+    ours, theirs = [from_response(r) for r in reference], [from_response(c) for c in candidate]
+    assert finds_again(ours, theirs, top=10, share=0.0, min_iou=0.98, relative_confidence=0.01, absolute_confidence=0.002) == []
+    assert finds_again(theirs, ours, top=10, share=0.0, min_iou=0.98, relative_confidence=0.01, absolute_confidence=0.002) == []
+    thresholds = [t for c in reference[0].thresholds for t in (c.review_threshold, c.flag_threshold)]
     for r, c in zip(reference, candidate):
-        assert r.verdict == c.verdict and len(r.detections) == len(c.detections)
-        for a, b in zip(r.detections, c.detections):
-            assert a.label == b.label and abs(a.confidence - b.confidence) < 0.02
-            assert abs(a.box.x_min - b.box.x_min) < 2 and abs(a.box.y_max - b.box.y_max) < 2
+        # The same verdict, unless a box sits right at a threshold (float noise may put it either side).
+        if all(abs(d.confidence - t) > 0.005 for d in r.detections for t in thresholds):
+            assert r.verdict == c.verdict
 
 
 def test_auto_backend_chooses_by_speed_and_never_a_disagreeing_export(weights_with_onnx):
