@@ -239,10 +239,11 @@ def final_dataset(
     """Import everything, check --fix, split; returns the dataset and the held-out sources -> split."""
     ds = Dataset(out / "dataset")
     import_source("yolo", views["tiger-video"], ds, "tiger-video", ClassMapping({"tiger": "tiger_parts"}),
-                  group=f"csv:{work / 'tiger_groups.csv'}", link=True, names={0: "tiger"}, image_label="tiger_parts")
+                  group=f"csv:{tiger_groups(views['tiger-video'], work / 'tiger_groups.csv')}", link=True, names={0: "tiger"}, image_label="tiger_parts")
     import_source("yolo", views["snakes-boxed"], ds, "snakes-boxed", ClassMapping({"snake": "live_reptile"}), link=True,
                   names={0: "snake"}, image_label="live_reptile")
-    import_source("yolo", ivory_export, ds, "met-ivory", ClassMapping(), group=f"csv:{work / 'met_groups.csv'}", link=True, image_label="ivory")
+    import_source("yolo", ivory_export, ds, "met-ivory", ClassMapping(), group=f"csv:{met_groups(shared, work / 'met_groups.csv')}", link=True,
+                  image_label="ivory")
     for name, export in proposed.items():
         label = "pangolin_scales" if name == "pangolins" else "live_reptile"
         import_source("yolo", export, ds, name, ClassMapping(), link=True, image_label=label)
@@ -257,7 +258,8 @@ def final_dataset(
     report = check_dataset(ds)
     moved = fix(ds, report)
     split_dataset(ds, seed=0, holdout_sources=tuple(s for s, r in held.items() if r == "holdout"),
-                  calibration_sources=tuple(s for s, r in held.items() if r == "calibration"), train_only_sources=(COMPOSITES,))
+                  calibration_sources=tuple(s for s, r in held.items() if r == "calibration"),
+                  train_only_sources=(COMPOSITES, *(s for s, r in held.items() if r == "train")))
     (out / "check.json").write_text(json.dumps({"counts": report.counts(), "moved": moved}, indent=2))
     return ds, held
 

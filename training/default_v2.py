@@ -49,6 +49,8 @@ REPTILE_ROLES = {
 WILDSCAN_SHARES = {"holdout": 0.3, "calibration": 0.2}
 ROLE_SOURCE = {"train": "{}", "holdout": "{}-heldout", "calibration": "{}-calib"}
 PRODUCT_CLASSES = ("ivory", "pangolin_scales", "tiger_parts")
+REPTILE_MIN_CONFIDENCE = 0.3
+WILDSCAN_TRAIN_PRODUCTS = "wildscan-products"
 
 
 def repository_of(path: Path) -> str:
@@ -71,7 +73,7 @@ def assign_groups(groups: dict[str, int], shares: dict[str, float], seed: int) -
     filled = {role: 0 for role in shares}
     out = {}
     for g in order:
-        role = next((r for r, share in shares.items() if filled[r] + groups[g] / 2 <= share * total), "train")
+        role = next((r for r, share in shares.items() if filled[r] + groups[g] <= share * total + 0.5), "train")
         if role != "train":
             filled[role] += groups[g]
         out[g] = role
@@ -122,11 +124,12 @@ def wildscan_product_export(shared: Path, rows: list[dict], out: Path) -> dict[s
 
 
 def box_reptiles(images: list[Path], root: Path, proposer: Path, out: Path, device: str) -> Path:
-    """Boxes for live reptiles of the training role: the proposal detector's confident (>= 0.5) boxes
-    only (no GrabCut second opinion: on a 2-core CPU it costs more than the boxes it adds)."""
+    """Boxes for live reptiles of the training role: the proposal detector's live_reptile boxes at
+    >= 0.3 on images known to show a reptile (no GrabCut second opinion: on a 2-core CPU it costs
+    more than the boxes it adds; the contact sheets were checked by eye instead)."""
     if (out / "needs_review.txt").exists():
         return out
-    proposals = propose_by_detector(images, proposer, "live_reptile", 0.5, False, device)
+    proposals = propose_by_detector(images, proposer, "live_reptile", REPTILE_MIN_CONFIDENCE, False, device)
     result = AutolabelResult([p for p in proposals if p.boxes], [p for p in proposals if not p.boxes])
     write_export(result, "live_reptile", out, root)
     contact_sheet(result.accepted, "live_reptile", out / "contact_live_reptile.png")
@@ -145,7 +148,8 @@ def _group_csv(rows: list[tuple[str, str]], path: Path) -> str:
 
 
 def import_new_sources(ds: Dataset, shared: Path, work: Path, proposer: Path, device: str, seed: int) -> dict[str, str]:
-    """Import products/, reptiles-more/ and wildscan/ into `ds`; returns held-out source -> split."""
+    """Import products/, reptiles-more/ and wildscan/ into `ds`; returns the sources kept apart ->
+    split: holdout or calibration (held out whole), train (train only)."""
     data = shared / "data"
     held: dict[str, str] = {}
     # products: background images, grouped by shop repository.
@@ -191,9 +195,13 @@ def import_wildscan(ds: Dataset, shared: Path, work: Path, proposer: Path, devic
             if not files:
                 continue
             image_label = "" if label == "none" else label
-            if role == "train" and label != "none":
-                export = reptile_export if label == "live_reptile" else products[label]
-                import_source("yolo", export, ds, name, ClassMapping(), group=groups, link=True, image_label=image_label)
+            if role == "train" and label == "live_reptile":
+                import_source("yolo", reptile_export, ds, name, ClassMapping(), group=groups, link=True, image_label=image_label)
+            elif role == "train" and label in PRODUCT_CLASSES:
+                # So few that every one not held out is trained on (a group-aware split would send some to val/test).
+                import_source("yolo", products[label], ds, WILDSCAN_TRAIN_PRODUCTS, ClassMapping(), group=groups, link=True,
+                              image_label=image_label)
+                held[WILDSCAN_TRAIN_PRODUCTS] = "train"
             else:
                 view = link_view(files, root / "images", work / "views" / f"{name}-{label}")
                 import_source("negatives", view, ds, name, ClassMapping(), group=groups, link=True, image_label=image_label)
@@ -210,5 +218,6 @@ def held_out_lines(held: dict[str, str]) -> list[str]:
         f"- products/ repositories held out: {', '.join(sorted(PRODUCT_ROLES))};",
         f"- reptiles-more/ sources held out: {', '.join(sorted(REPTILE_ROLES))};",
         f"- wildscan/: whole groups (a seizure series, a species) held out per class, shares {WILDSCAN_SHARES}; "
-        f"seizure-photo boxes written by a person ({WILDSCAN_BOXES.name});",
+        f"seizure-photo boxes written by a person ({WILDSCAN_BOXES.name}); the seizure photos not held out are all in train "
+        f"({WILDSCAN_TRAIN_PRODUCTS});",
     ]
