@@ -8,7 +8,6 @@ HOST ?= 127.0.0.1
 PORT ?= 50051
 ARGS ?=
 
-export YOLO_OFFLINE := 1
 export WILDSCREEN_SHARED := $(abspath $(SHARED))
 
 .DEFAULT_GOAL := help
@@ -37,8 +36,8 @@ proto: $(STAMP) ## regenerate the Python stubs in wildscreen/v1 from proto/
 bench: $(STAMP) ## benchmark naive vs engine vs server; prints a table, writes bench/results.json
 	$(PY) -m bench $(ARGS)
 
-dataset: $(STAMP) ## build the default training set from ../shared (SHARED=) into data/default
-	$(PY) -m training build-default --shared $(SHARED) --out data/default $(ARGS)
+dataset: $(STAMP) ## build the default (v2) training set from ../shared (SHARED=) into data/default
+	$(PY) -m training build-default --shared $(SHARED) --out data/default --proposer weights/v1.pt --v2 --composites 400 $(ARGS)
 
 train-default: $(STAMP) ## remake the default model as weights/v1 was made (hours on a CPU)
 	WILDSCREEN_SHARED=$(SHARED) training/recipes/default_v1.sh

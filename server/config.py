@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ENV_PREFIX = "WILDSCREEN_"
+DEFAULT_API_KEYS_FILE = Path("api-keys.json")
+"""Where `wildscreen-serve keys add` writes when neither --file nor WILDSCREEN_API_KEYS_FILE says."""
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
@@ -57,7 +59,7 @@ class ServerConfig:
     tls_key: Path | None = _doc("PEM private key of --tls-cert", default=None)
     tls_client_ca: Path | None = _doc("PEM CA bundle; when set, clients must present a certificate it signed (mTLS)", default=None)
     insecure: bool = _doc("allow plaintext on a non-loopback address", default=False)
-    api_keys_file: Path | None = _doc("file of hashed API keys (`wildscreen keys add`); unset = no key needed", default=None)
+    api_keys_file: Path | None = _doc("file of hashed API keys (`wildscreen-serve keys add`); unset = no key needed", default=None)
     metrics_port: int = _doc("port of the Prometheus /metrics endpoint on the same host; 0 = off", default=0)
     workers: int = _doc("server processes sharing the port (SO_REUSEPORT); more than 1 where one process's Python "
                         "is the limit, as on a GPU; each loads its own copy of the model", default=1)
@@ -65,6 +67,8 @@ class ServerConfig:
     grace_period_s: float = _doc("on SIGTERM, how long requests in flight get to finish", default=10.0)
     log_format: str = _doc("json or text", default="json")
     log_level: str = _doc("DEBUG, INFO, WARNING or ERROR", default="INFO")
+    switch_interval_s: float = _doc("Python's thread switch interval; the model thread gives up the GIL around every tensor op "
+                                    "and must win it back from a busy event loop (Python's default 5 ms stalls it)", default=0.001)
 
     def __post_init__(self) -> None:
         problems = []
@@ -88,6 +92,8 @@ class ServerConfig:
             problems.append("--tls-cert and --tls-key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:
             problems.append("--tls-client-ca needs --tls-cert and --tls-key")
+        if self.switch_interval_s <= 0:
+            problems.append("switch_interval_s must be positive")
         if self.log_format not in ("json", "text"):
             problems.append(f"log_format {self.log_format!r} is not json or text")
         if problems:
@@ -159,7 +165,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wildscreen-serve",
         description="Serve the wildscreen detector over gRPC.",
-        epilog=f"Every flag can also be set as {ENV_PREFIX}<FLAG_NAME>, e.g. {ENV_PREFIX}PORT=50052.",
+        epilog=f"Every flag can also be set as {ENV_PREFIX}<FLAG_NAME>, e.g. {ENV_PREFIX}PORT=50052. "
+               "API keys: `wildscreen-serve keys add NAME --role screen|admin --file FILE`.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     hints = typing.get_type_hints(ServerConfig)
@@ -178,3 +185,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         else:
             parser.add_argument(flag, type=convert, default=default, help=f.metadata["help"])
     return parser
+
+
+def stay_offline() -> None:
+    """wildscreen never downloads at run time: tell Ultralytics so before anything imports it."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")

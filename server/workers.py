@@ -26,7 +26,7 @@ import threading
 import time
 
 from server.config import ServerConfig, usable_cores
-from server.main import SERVING_LINE, serving_line
+from server.process import SERVING_LINE, serving_line
 
 log = logging.getLogger("server.workers")
 RESTART_DELAY_S = 0.5

@@ -29,9 +29,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from server.detections import Detections
-from server.imageio import decode
-from server.taxonomy import LABELS, NAMES, by_label
+from server.core.detections import Detections
+from server.core.decoding import decode
+from server.core.taxonomy import LABELS, NAMES, by_label
 from training import sheets
 from training.layout import LabelBox, image_files_under, write_labels
 
@@ -49,8 +49,8 @@ class Proposal:
     size: tuple[int, int] = (0, 0)
 
 
-def segment_plain_background(image: np.ndarray, min_area: float = 0.01, max_fill: float = 0.92) -> tuple[list, float, str]:
-    """Boxes of the objects on a plain background, a quality score in 0..1, and a reason when none."""
+def _plain_foreground(image: np.ndarray) -> tuple[np.ndarray | None, float, float, str]:
+    """Foreground mask at analysis size (None and a reason when the border is not plain), the scale, the border spread."""
     height, width = image.shape[:2]
     scale = ANALYSIS_SIDE / max(height, width)
     small = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
@@ -61,12 +61,30 @@ def segment_plain_background(image: np.ndarray, min_area: float = 0.01, max_fill
     residual = np.linalg.norm(lab - background, axis=2)
     spread = float(np.percentile(residual[edge], 90))
     if spread > 14:
-        return [], 0.0, f"background not plain (border spread {spread:.0f})"
+        return None, scale, spread, f"background not plain (border spread {spread:.0f})"
     mask = (residual > max(14.0, 2.5 * spread + 8.0)).astype(np.uint8)
     mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    return mask, scale, spread, ""
+
+
+def plain_background_mask(image: np.ndarray) -> np.ndarray | None:
+    """Full-size 0/1 mask of what stands out from a plain background (a cut-out for compositing);
+    None when the background is not plain."""
+    mask, *_ = _plain_foreground(image)
+    if mask is None or not mask.any():
+        return None
+    return cv2.resize(mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def segment_plain_background(image: np.ndarray, min_area: float = 0.01, max_fill: float = 0.92) -> tuple[list, float, str]:
+    """Boxes of the objects on a plain background, a quality score in 0..1, and a reason when none."""
+    height, width = image.shape[:2]
+    mask, scale, spread, why = _plain_foreground(image)
+    if mask is None:
+        return [], 0.0, why
     count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    area = small.shape[0] * small.shape[1]
+    area = mask.shape[0] * mask.shape[1]
     boxes = []
     for i in range(1, count):
         x, y, w, h, pixels = stats[i]

@@ -24,6 +24,7 @@ import csv
 import json
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,10 +33,13 @@ from training.check import check_dataset, fix
 from training.importers import import_source
 from training.layout import Dataset, image_files_under, link_file, link_view
 from training.mapping import ClassMapping
+from training.composite import COMPOSITES, CompositeOptions, composite_into
+from training.default_v2 import held_out_lines, import_new_sources
 from training.split import split_dataset
 
 REPTILE_FOLDERS = ("Crocodile_Alligator", "Gecko", "Iguana", "Lizard", "Snake", "Turtle_Tortoise")
 HOLDOUT_SOURCES = ("reptiles-chameleon", "met-bone", "misc-products")
+SPLIT_COLUMNS = ("train", "val", "test", "calibration", "holdout")
 
 
 @dataclass(frozen=True)
@@ -228,13 +232,18 @@ def _sample_proposals(proposals: list, n: int, seed: int) -> list:
     return items[:n]
 
 
-def final_dataset(out: Path, views: dict[str, Path], ivory_export: Path, proposed: dict[str, Path], shared: Path, work: Path) -> Dataset:
+def final_dataset(
+    out: Path, views: dict[str, Path], ivory_export: Path, proposed: dict[str, Path], shared: Path, work: Path,
+    new_sources: Callable[[Dataset], dict[str, str]] | None = None,
+) -> tuple[Dataset, dict[str, str]]:
+    """Import everything, check --fix, split; returns the dataset and the held-out sources -> split."""
     ds = Dataset(out / "dataset")
     import_source("yolo", views["tiger-video"], ds, "tiger-video", ClassMapping({"tiger": "tiger_parts"}),
-                  group=f"csv:{work / 'tiger_groups.csv'}", link=True, names={0: "tiger"}, image_label="tiger_parts")
+                  group=f"csv:{tiger_groups(views['tiger-video'], work / 'tiger_groups.csv')}", link=True, names={0: "tiger"}, image_label="tiger_parts")
     import_source("yolo", views["snakes-boxed"], ds, "snakes-boxed", ClassMapping({"snake": "live_reptile"}), link=True,
                   names={0: "snake"}, image_label="live_reptile")
-    import_source("yolo", ivory_export, ds, "met-ivory", ClassMapping(), group=f"csv:{work / 'met_groups.csv'}", link=True, image_label="ivory")
+    import_source("yolo", ivory_export, ds, "met-ivory", ClassMapping(), group=f"csv:{met_groups(shared, work / 'met_groups.csv')}", link=True,
+                  image_label="ivory")
     for name, export in proposed.items():
         label = "pangolin_scales" if name == "pangolins" else "live_reptile"
         import_source("yolo", export, ds, name, ClassMapping(), link=True, image_label=label)
@@ -245,14 +254,22 @@ def final_dataset(out: Path, views: dict[str, Path], ivory_export: Path, propose
         import_source("negatives", unboxed, ds, "reptiles-chameleon", ClassMapping(), link=True, image_label="live_reptile")
     for name in ("met-negatives", "met-bone", "amphibians", "caltech-lookalikes", "misc-products"):
         import_source("negatives", views[name], ds, name, ClassMapping(), group="folder" if name == "caltech-lookalikes" else "file", link=True)
+    held = dict.fromkeys(HOLDOUT_SOURCES, "holdout") | (new_sources(ds) if new_sources else {})
     report = check_dataset(ds)
     moved = fix(ds, report)
-    split_dataset(ds, seed=0, holdout_sources=HOLDOUT_SOURCES)
+    split_dataset(ds, seed=0, holdout_sources=tuple(s for s, r in held.items() if r == "holdout"),
+                  calibration_sources=tuple(s for s, r in held.items() if r == "calibration"),
+                  train_only_sources=(COMPOSITES, *(s for s, r in held.items() if r == "train")))
     (out / "check.json").write_text(json.dumps({"counts": report.counts(), "moved": moved}, indent=2))
-    return ds
+    return ds, held
 
 
-def build(shared: Path, out: Path, device: str = "auto", rounds: int = 1, proposer_epochs: int = 6, seed: int = 0, caps: Caps = Caps()) -> Dataset:
+def build(
+    shared: Path, out: Path, device: str = "auto", rounds: int = 1, proposer_epochs: int = 6, seed: int = 0, caps: Caps = Caps(),
+    proposer: Path | None = None, v2: bool = False, composites: int = 0,
+) -> Dataset:
+    """`proposer`: an already trained detector to box with (skips stage 4); `v2`: add the listing-style
+    sources of `default_v2`; `composites`: how many pasted training images to add (`training composite`)."""
     work = out / "work"
     views = build_views(shared, work, caps, seed)
     ivory_export = work / "autolabel" / "met-ivory"
@@ -263,19 +280,25 @@ def build(shared: Path, out: Path, device: str = "auto", rounds: int = 1, propos
     base = shared / "weights" / "yolov5nu-coco.pt"
     # Never learn from the held-out source, not even its rough boxes.
     extra = {name: export for name, (export, _) in seeds.items() if name != "reptiles-chameleon"}
-    proposer = None
-    for round_ in range(1, rounds + 1):
-        ds = seed_dataset(work, views, ivory_export, shared, extra, round_)
-        proposer = train_proposer(ds, work, base, proposer_epochs if round_ == 1 else max(2, proposer_epochs // 2), device, round_, proposer)
-        proposed = propose_folders(views, proposer, work / "autolabel" / f"round-{round_}", device, caps, seed, salient)
-        extra = {k: v for k, v in proposed.items() if k != "reptiles-chameleon"}
-    dataset = final_dataset(out, views, ivory_export, proposed, shared, work)
+    if proposer is None:
+        for round_ in range(1, rounds + 1):
+            ds = seed_dataset(work, views, ivory_export, shared, extra, round_)
+            proposer = train_proposer(ds, work, base, proposer_epochs if round_ == 1 else max(2, proposer_epochs // 2), device, round_,
+                                      proposer)
+            proposed = propose_folders(views, proposer, work / "autolabel" / f"round-{round_}", device, caps, seed, salient)
+            extra = {k: v for k, v in proposed.items() if k != "reptiles-chameleon"}
+    else:
+        proposed = propose_folders(views, proposer, work / "autolabel" / f"given-{Path(proposer).stem}", device, caps, seed, salient)
+    new_sources = (lambda ds: import_new_sources(ds, shared, work, proposer, device, seed)) if v2 else None
+    dataset, held = final_dataset(out, views, ivory_export, proposed, shared, work, new_sources)
     write_mining_pool(shared, work, caps, seed)
-    write_build_notes(out, dataset, caps, rounds, proposer)
+    if composites:
+        composite_into(dataset, CompositeOptions(count=composites, seed=seed), out / "composites")
+    write_build_notes(out, dataset, caps, rounds, proposer, held, composites)
     return dataset
 
 
-def write_build_notes(out: Path, dataset: Dataset, caps: Caps, rounds: int, proposer: Path) -> None:
+def write_build_notes(out: Path, dataset: Dataset, caps: Caps, rounds: int, proposer: Path, held: dict[str, str], composites: int) -> None:
     meta = dataset.read_meta()
     counts: dict[str, dict[str, int]] = {}
     for split, members in dataset.read_splits().items():
@@ -296,16 +319,19 @@ def write_build_notes(out: Path, dataset: Dataset, caps: Caps, rounds: int, prop
         f"- held out of train/val/test: {', '.join(HOLDOUT_SOURCES)};",
         "- boxes: museum ivory by plain-background segmentation; reptiles and pangolins by a detector trained on the boxed "
         "sources plus GrabCut seeds, a box kept when its class agrees and it is confident or GrabCut agrees with it;",
-        f"- proposal detector: {rounds} round(s), the last one {proposer}.", "",
-        "| source | " + " | ".join(("train", "val", "test", "holdout")) + " |", "|---|---|---|---|---|",
+        f"- proposal detector: {proposer} ({rounds} round(s) when trained here);",
+        *(held_out_lines(held) if len(held) > len(HOLDOUT_SOURCES) else []),
+        f"- composites (museum ivory pasted onto training-split product photos, training split only): {composites};", "",
+        "| source | " + " | ".join(SPLIT_COLUMNS) + " |", "|---|---|---|---|---|---|",
     ]
     for source, entry in sorted(counts.items()):
-        lines.append(f"| {source} | " + " | ".join(str(entry.get(s, 0)) for s in ("train", "val", "test", "holdout")) + " |")
+        lines.append(f"| {source} | " + " | ".join(str(entry.get(s, 0)) for s in SPLIT_COLUMNS) + " |")
     (out / "BUILD.md").write_text("\n".join(lines) + "\n")
 
 
 def cmd_build_default(args: argparse.Namespace) -> int:
-    dataset = build(args.shared, args.out, args.device, args.rounds, args.proposer_epochs, args.seed)
+    dataset = build(args.shared, args.out, args.device, args.rounds, args.proposer_epochs, args.seed, proposer=args.proposer,
+                    v2=args.v2, composites=args.composites)
     print((args.out / "BUILD.md").read_text())
     print(f"data: {dataset.data_yaml}")
     return 0
@@ -320,4 +346,7 @@ def add_parser(sub) -> None:
     p.add_argument("--rounds", type=int, default=1, help="proposal detector rounds (2: retrain on the accepted proposals)")
     p.add_argument("--proposer-epochs", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--proposer", type=Path, help="box with this trained detector (e.g. weights/v1.pt) instead of training one")
+    p.add_argument("--v2", action="store_true", help="add products/, reptiles-more/ and wildscan/ with held-out sources (see default_v2)")
+    p.add_argument("--composites", type=int, default=0, help="pasted training images to add (see `training composite`)")
     p.set_defaults(handler=cmd_build_default)

@@ -8,6 +8,11 @@ class.
   as few reviews as possible while missing at most 10% of the class; but never so low that more
   than `review_budget` (default 5%) of the images without the class go to review for it: where
   the two conflict, the budget wins and the note says what recall it leaves;
+- when the target is out of reach, the threshold does not slide down to the floor for the last
+  few points of recall (v1's tiger threshold fell to 0.010: anything faintly striped went to
+  review): it is the highest one within `recall_slack` of the best recall the budget allows, and
+  never below `min_review` (0.05), since the lowest review threshold is also what the server
+  lists boxes down to;
 - flag threshold: the lowest confidence at which precision reaches the target (default 0.90), with at
   least `min_flag_support` true positives above it. If no confidence gets there, the class never
   flags: REVIEW is its strongest verdict.
@@ -19,8 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from server.core.policy import reaches
+
 FALLBACK_REVIEW_THRESHOLD = 0.25
 MIN_POSITIVES = 5
+MIN_REVIEW_THRESHOLD = 0.05
+RECALL_SLACK = 0.05
 
 
 @dataclass(frozen=True)
@@ -51,7 +60,7 @@ class Calibration:
 
 
 def operating_point(scores: np.ndarray, positives: np.ndarray, threshold: float) -> OperatingPoint:
-    predicted = scores >= threshold
+    predicted = reaches(scores, threshold)
     tp = int(np.sum(predicted & positives))
     n_pred = int(np.sum(predicted))
     n_pos = int(np.sum(positives))
@@ -71,9 +80,10 @@ def calibrate_class(
     positives: np.ndarray,
     target_precision: float = 0.90,
     target_recall: float = 0.90,
-    floor: float = 0.01,
+    floor: float = MIN_REVIEW_THRESHOLD,
     min_flag_support: int = 5,
     review_budget: float | None = 0.05,
+    recall_slack: float = RECALL_SLACK,
 ) -> Calibration:
     scores = np.asarray(scores, dtype=np.float64)
     positives = np.asarray(positives, dtype=bool)
@@ -89,7 +99,8 @@ def calibrate_class(
     if reaching:
         review = reaching[0]  # the highest threshold that reaches the target recall
     else:
-        review = max(affordable, key=lambda p: (p.recall, p.threshold))
+        best_affordable = max(p.recall for p in affordable)
+        review = max((p for p in affordable if p.recall >= best_affordable - recall_slack), key=lambda p: p.threshold)
         best = max(points, key=lambda p: (p.recall, p.threshold))
         why = f"within the review budget ({review_budget:.0%} of other images)" if best.recall >= target_recall else "at any threshold"
         note = (f"target recall {target_recall:.2f} not reached {why}: recall {review.recall:.2f} "

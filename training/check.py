@@ -20,8 +20,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from server.imageio import decode
-from server.taxonomy import TAXONOMY
+from server.core.decoding import decode
+from server.core.taxonomy import TAXONOMY
 from training.layout import SPLITS, Dataset
 from training.phash import DEFAULT_MAX_DISTANCE, hash_files, near_duplicate_pairs
 
@@ -121,7 +121,7 @@ def check_dataset(dataset: Dataset, max_distance: int = DEFAULT_MAX_DISTANCE) ->
                 report.add("error", "missing_file", rel, f"listed in {split}.txt but missing")
             split_of[rel] = split
 
-    rank = {"train": 0, "val": 1, "test": 2, "holdout": 3}
+    rank = {"train": 0, "val": 1, "test": 2, "calibration": 3, "holdout": 4}
 
     def duplicate(a: str, b: str, how: str) -> None:
         sa, sb = split_of.get(a), split_of.get(b)

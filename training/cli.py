@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -90,7 +89,8 @@ def cmd_split(args: argparse.Namespace) -> int:
     from training.split import split_dataset
 
     summary = split_dataset(
-        Dataset(args.dataset), tuple(args.fractions), args.seed, args.max_distance, tuple(args.holdout_source or ())
+        Dataset(args.dataset), tuple(args.fractions), args.seed, args.max_distance, tuple(args.holdout_source or ()),
+        tuple(args.calibration_source or ()), tuple(args.train_only_source or ()),
     )
     print("\n".join(summary.lines()))
     return 0
@@ -118,6 +118,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         target_precision=args.target_precision, target_recall=args.target_recall, device=args.device,
         card_notes=args.card_notes, imgsz=args.imgsz, review_budget=args.review_budget or None,
         reports=args.reports or Path("reports") / out.resolve().parent.name / out.name,
+        holdout_sources=tuple(args.holdout_source or ()),
     ))
     print(f"{'class':<16} {'AP50':>6} {'AP50-95':>8} {'review':>7} {'flag':>6}  test P/R at review")
     for label, t in result["thresholds"].items():
@@ -126,8 +127,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         flag = "never" if t["flag_threshold"] is None else f"{t['flag_threshold']:.3f}"
         print(f"{label:<16} {d.get('ap50', float('nan')):>6.3f} {d.get('ap50_95', float('nan')):>8.3f} "
               f"{t['review_threshold']:>7.3f} {flag:>6}  {r['precision']:.2f}/{r['recall']:.2f}")
-    clean = result["metrics"]["image_level"][args.split]["clean"]
-    print(f"clean images: {clean['images']}, flagged {clean['flag_rate']:.1%}, reviewed {clean['review_rate']:.1%}")
+    from training.evaluate import source_table
+
+    for name, level in result["metrics"]["image_level"].items():
+        clean = level["clean"]
+        print(f"\n{name}: clean images {clean['images']}, flagged {clean['flag_rate']:.1%}, reviewed {clean['review_rate']:.1%}")
+        print(f"{'class':<16} {'images':>6} {'review/flag':>11} {'flagged':>8} {'class found':>11}")
+        for label, e in level["per_class"].items():
+            if e["images"]:
+                print(f"{label:<16} {e['images']:>6} {e['verdict_review_or_flag']:>11.1%} {e['verdict_flag']:>8.1%} {e['class_recall_at_review']:>11.1%}")
+        print("\n".join(source_table(level)))
     print(f"wrote {out / 'metrics.json'} and {out / 'model_card.md'}")
     return 0
 
@@ -222,7 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fractions", type=float, nargs=3, default=[0.7, 0.15, 0.15], metavar=("TRAIN", "VAL", "TEST"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-distance", type=int, default=6)
-    p.add_argument("--holdout-source", action="append", help="keep this whole source out of train/val/test (repeatable)")
+    p.add_argument("--holdout-source", action="append", help="keep this whole source out of train/val/test, in holdout (repeatable)")
+    p.add_argument("--calibration-source", action="append",
+                   help="keep this whole source out of train/val/test, in calibration: thresholds are set on it (repeatable)")
+    p.add_argument("--train-only-source", action="append", help="put this source (e.g. composites) only into train (repeatable)")
     p.set_defaults(handler=cmd_split)
 
     p = sub.add_parser("train", help="train or fine-tune (key=value passes more Ultralytics arguments)", formatter_class=defaults)
@@ -247,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, help="default: <run>/evaluation")
     p.add_argument("--split", default="test")
-    p.add_argument("--calibration-split", default="val")
+    p.add_argument("--calibration-split", default="val", help="split(s) to set thresholds on, comma-separated (e.g. val,calibration)")
+    p.add_argument("--holdout-source", action="append",
+                   help="score this source's images as held out (out of calibration and test; refused if it is in train; repeatable)")
     p.add_argument("--target-precision", type=float, default=0.90)
     p.add_argument("--target-recall", type=float, default=0.90)
     p.add_argument("--review-budget", type=float, default=0.05,
@@ -288,16 +302,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--card", type=Path, help="markdown model card to ship with it")
     p.set_defaults(handler=cmd_placeholder)
 
-    from training import autolabel, build_default, mine
+    from training import autolabel, build_default, composite, mine
 
     autolabel.add_parser(sub)
+    composite.add_parser(sub)
     mine.add_parser(sub)
     build_default.add_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("YOLO_OFFLINE", "1")
     args = build_parser().parse_args(argv)
     return args.handler(args)
 

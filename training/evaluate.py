@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from server.detections import Detections
-from server.policy import ClassPolicy, Verdict
-from server.taxonomy import LABELS, TAXONOMY
+from server.core.detections import Detections
+from server.core.policy import ClassPolicy, Verdict, image_verdicts
+from server.core.taxonomy import LABELS, TAXONOMY
 from training.calibrate import Calibration, calibrate_class, operating_point
 from training.layout import Dataset
 from training.sheets import contact_sheet
@@ -42,6 +42,7 @@ class EvaluationOptions:
     out: Path
     split: str = "test"
     calibration_split: str = "val"
+    """One split or several joined by commas (e.g. `val,calibration`: thresholds set on held-out sources too)."""
     target_precision: float = 0.90
     target_recall: float = 0.90
     review_budget: float | None = 0.05
@@ -52,6 +53,9 @@ class EvaluationOptions:
     """Serve at this input size instead of the training size (evaluated, then promoted with --imgsz)."""
     reports: Path | None = None
     """Where the contact sheets of predictions go (an ignored folder: they show the data's photos)."""
+    holdout_sources: tuple[str, ...] = ()
+    """Sources to treat as held out at evaluation: taken out of the calibration and test images and
+    scored as part of the holdout set (refused when any of their images is in train)."""
 
 
 @dataclass(frozen=True)
@@ -82,17 +86,8 @@ def score_split(engine, dataset: Dataset, images: list[Path], batch: int, desc: 
     return ScoredImages(images, scores, truth, sources, found)
 
 
-def verdicts(scores: np.ndarray, policies: tuple[ClassPolicy, ...]) -> np.ndarray:
-    out = np.full(len(scores), int(Verdict.CLEAR))
-    for p in policies:
-        out = np.maximum(out, np.where(scores[:, p.id] >= p.review_threshold, int(Verdict.REVIEW), int(Verdict.CLEAR)))
-        if p.flag_threshold is not None:
-            out = np.maximum(out, np.where(scores[:, p.id] >= p.flag_threshold, int(Verdict.FLAG), int(Verdict.CLEAR)))
-    return out
-
-
 def image_level(scored: ScoredImages, policies: tuple[ClassPolicy, ...]) -> dict[str, Any]:
-    v = verdicts(scored.scores, policies)
+    v = image_verdicts(scored.scores, policies)
     clean = ~scored.truth.any(1)
     result: dict[str, Any] = {"images": len(v), "per_class": {}, "clean": {}, "by_source": {}}
     for p in policies:
@@ -107,12 +102,34 @@ def image_level(scored: ScoredImages, policies: tuple[ClassPolicy, ...]) -> dict
             }
         result["per_class"][p.label] = entry
     result["clean"] = _rates(v[clean])
+    found = _classes_found(scored, policies)
     for source in sorted(set(scored.sources)):
         mask = np.array([s == source for s in scored.sources])
         entry = _rates(v[mask])
         entry["clean_images"] = int((mask & clean).sum())
+        with_class = mask & ~clean
+        entry["class_images"] = int(with_class.sum())
+        entry["class_found_rate"] = float(np.mean(found[with_class])) if with_class.any() else None
         result["by_source"][source] = entry
     return result
+
+
+def _classes_found(scored: ScoredImages, policies: tuple[ClassPolicy, ...]) -> np.ndarray:
+    """Per image: every class it shows scores at or above that class's review threshold (False for clean images)."""
+    found = scored.truth.any(1)
+    for p in policies:
+        has = scored.truth[:, p.id]
+        found &= ~has | (scored.scores[:, p.id] >= p.review_threshold)
+    return found
+
+
+def source_table(level: dict[str, Any]) -> list[str]:
+    """The per-source lines `training evaluate` prints: images, review-or-flag share, class found."""
+    out = [f"{'source':<28} {'images':>6} {'clean':>6} {'review/flag':>11} {'flagged':>8} {'class found':>11}"]
+    for source, e in level["by_source"].items():
+        found = "-" if e.get("class_found_rate") is None else f"{e['class_found_rate']:.1%}"
+        out.append(f"{source[:28]:<28} {e['images']:>6} {e['clean_images']:>6} {e['review_or_flag_rate']:>11.1%} {e['flag_rate']:>8.1%} {found:>11}")
+    return out
 
 
 def examples(scored: ScoredImages) -> dict[str, dict[str, Any]]:
@@ -234,6 +251,25 @@ def plot_image_pr(scored: ScoredImages, calibrations: dict[str, Calibration], pa
     plt.close(fig)
 
 
+def hold_out_sources(dataset: Dataset, splits: dict[str, list[Path]], sources: tuple[str, ...]) -> dict[str, list[Path]]:
+    """Move every image of `sources` out of the other splits into holdout; a source the model trained
+    on cannot be held out afterwards."""
+    if not sources:
+        return splits
+    meta = dataset.read_meta()
+    source_of = lambda p: meta[r].source if (r := dataset.relative(p)) in meta else ""  # noqa: E731
+    trained = sorted({source_of(p) for p in splits.get("train", [])} & set(sources))
+    if trained:
+        raise ValueError(f"cannot hold out {trained}: the train split has images of them")
+    unknown = sorted(set(sources) - {source_of(p) for members in splits.values() for p in members})
+    if unknown:
+        raise ValueError(f"no images of sources {unknown} in any split")
+    out = {name: [p for p in members if source_of(p) not in sources] for name, members in splits.items()}
+    out["holdout"] = out.get("holdout", []) + [p for name, members in splits.items() if name != "holdout" for p in members
+                                               if source_of(p) in sources]
+    return out
+
+
 def evaluate(options: EvaluationOptions) -> dict[str, Any]:
     from training.modelcard import write_model_card
     from training.train import dataset_counts, read_run_record, resolve_device
@@ -249,7 +285,8 @@ def evaluate(options: EvaluationOptions) -> dict[str, Any]:
     engine = candidate_engine(options.model, device, input_size=options.imgsz)
     input_size = engine.input_size
 
-    calibration_images = splits.get(options.calibration_split) or splits[options.split]
+    splits = hold_out_sources(dataset, splits, options.holdout_sources)
+    calibration_images = [p for name in options.calibration_split.split(",") for p in splits.get(name, [])] or splits[options.split]
     calibration_scored = score_split(engine, dataset, calibration_images, options.batch, f"scoring {options.calibration_split}")
     calibrations = {
         c.label: calibrate_class(

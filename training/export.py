@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from server.detections import Detections
+from server.core.decoding import ImageDecoder
+from server.core.detections import Detections
 from training.modelfile import candidate_engine, checkpoint_facts
 
 AGREEMENT_FILE = "export.json"
@@ -74,10 +75,11 @@ def compare_engines(reference, candidate, images: list[Path], floor: float = 0.1
     """Match the candidate's detections to the reference's on `images`, at `floor`, or at half the
     reference's best confidence when that is lower: the check compares whatever the reference finds,
     however confident the model is (a weakly trained model still gets a real comparison)."""
+    decoder = ImageDecoder(reference.input_size, reference.backend.device)
     prepared = []
     for start in range(0, len(images), batch):
         chunk = [p.read_bytes() for p in images[start : start + batch]]
-        prepared.append([reference.decode_and_prepare(data)[1] for data in chunk])
+        prepared.append([decoder.prepare(data)[1] for data in chunk])
     outputs = [(reference.run(chunk, PROBE_FLOOR), candidate.run(chunk, PROBE_FLOOR)) for chunk in prepared]
     best = max((float(d.confidence.max()) for refs, _ in outputs for d in refs if len(d)), default=0.0)
     floor = min(floor, best / 2)

@@ -5,7 +5,7 @@
       labels/<source>/...          one .txt per image (Ultralytics swaps /images/ for /labels/)
       meta.csv                     image, source, group, origin: where each image came from
       train.txt val.txt test.txt   image paths (./images/...), written by `split`
-      holdout.txt                  whole sources held out of all three, for out-of-source checks
+      calibration.txt holdout.txt  whole sources held out of all three: to calibrate on, and for out-of-source checks
       data.yaml                    path, train/val/test -> the split lists, names = the taxonomy
       quarantine/<reason>/...      files `check --fix` moved aside
 
@@ -23,10 +23,12 @@ from pathlib import Path
 
 import yaml
 
-from server.taxonomy import NAMES
+from server.core.taxonomy import NAMES
 
-SPLITS = ("train", "val", "test", "holdout")
-"""holdout: whole sources kept out of train/val/test, for the out-of-source check."""
+SPLITS = ("train", "val", "test", "calibration", "holdout")
+"""calibration and holdout: whole sources kept out of train/val/test, to calibrate thresholds on and
+for the out-of-source check; both optional (no file when empty)."""
+HELD_OUT_SPLITS = ("calibration", "holdout")
 META_FIELDS = ("image", "source", "group", "origin", "label")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 
@@ -155,7 +157,7 @@ class Dataset:
     def write_splits(self, splits: dict[str, list[Path]]) -> None:
         for split in SPLITS:
             lines = sorted(self.relative(p) for p in splits.get(split, []))
-            if split == "holdout" and not lines:
+            if split in HELD_OUT_SPLITS and not lines:
                 self.split_file(split).unlink(missing_ok=True)
                 continue
             self.split_file(split).write_text("".join(f"./{line}\n" for line in lines))
@@ -163,7 +165,7 @@ class Dataset:
 
     def write_data_yaml(self) -> Path:
         data = {"path": os.path.abspath(self.root)}
-        data.update({s: f"{s}.txt" for s in SPLITS if s != "holdout" or self.split_file(s).exists()})
+        data.update({s: f"{s}.txt" for s in SPLITS if s not in HELD_OUT_SPLITS or self.split_file(s).exists()})
         data["names"] = dict(NAMES)
         self.data_yaml.write_text(yaml.safe_dump(data, sort_keys=False))
         return self.data_yaml

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from server.taxonomy import TAXONOMY
+from server.core.taxonomy import TAXONOMY
 
 PLOTS = ("image_pr_test.png", "image_pr_holdout.png", "BoxPR_curve.png", "confusion_matrix_normalized.png")
 
@@ -103,12 +103,13 @@ def render(metrics: dict[str, Any], run: dict[str, Any], notes: str = "", title:
             f"Clean images (no wildlife product): {clean['images']}; falsely flagged {_pct(clean['flag_rate'])}, "
             f"sent to review {_pct(clean['review_rate'])}.",
             "",
-            "| source | images | of which clean | flagged | review | review or flag |",
-            "|---|---|---|---|---|---|",
+            "| source | images | of which clean | flagged | review | review or flag | class found (images with a class) |",
+            "|---|---|---|---|---|---|---|",
         ]
         for source, e in level["by_source"].items():
             lines.append(
-                f"| {source} | {e['images']} | {e['clean_images']} | {_pct(e['flag_rate'])} | {_pct(e['review_rate'])} | {_pct(e['review_or_flag_rate'])} |"
+                f"| {source} | {e['images']} | {e['clean_images']} | {_pct(e['flag_rate'])} | {_pct(e['review_rate'])} | "
+                f"{_pct(e['review_or_flag_rate'])} | {_pct(e.get('class_found_rate'))} |"
             )
         lines.append("")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.taxonomy import LABELS
+from server.core.taxonomy import LABELS
 from training.layout import Dataset, read_labels
 from training.phash import DEFAULT_MAX_DISTANCE, clusters, hash_files, near_duplicate_pairs
 
@@ -51,16 +51,25 @@ def split_dataset(
     seed: int = 0,
     max_distance: int = DEFAULT_MAX_DISTANCE,
     holdout_sources: tuple[str, ...] = (),
+    calibration_sources: tuple[str, ...] = (),
+    train_only_sources: tuple[str, ...] = (),
 ) -> SplitSummary:
+    """`holdout_sources` and `calibration_sources` go whole into the holdout and calibration splits;
+    `train_only_sources` (generated images such as composites) only into train."""
     if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
         raise ValueError(f"fractions {fractions} must be non-negative and sum to 1")
     names = ("train", "val", "test")
     meta = dataset.read_meta()
     images = dataset.images()
     rels = [dataset.relative(p) for p in images]
-    holdout = [p for p, r in zip(images, rels) if r in meta and meta[r].source in holdout_sources]
-    held = {dataset.relative(p) for p in holdout}
-    pool = [(p, r) for p, r in zip(images, rels) if r not in held]
+    if overlap := set(holdout_sources) & set(calibration_sources):
+        raise ValueError(f"sources both held out and used for calibration: {sorted(overlap)}")
+    source = {r: meta[r].source if r in meta else "" for r in rels}
+    holdout = [p for p, r in zip(images, rels) if source[r] in holdout_sources]
+    calibration = [p for p, r in zip(images, rels) if source[r] in calibration_sources]
+    train_only = [p for p, r in zip(images, rels) if source[r] in train_only_sources]
+    kept_apart = set(holdout_sources) | set(calibration_sources) | set(train_only_sources)
+    pool = [(p, r) for p, r in zip(images, rels) if source[r] not in kept_apart]
 
     # Join source groups and near-duplicate clusters into components.
     group_index: dict[str, int] = {}
@@ -101,8 +110,11 @@ def split_dataset(
         assignment[names[best]].extend(pool[i][0] for i in members)
 
     splits = dict(assignment)
+    splits["train"] = splits["train"] + train_only
     if holdout:
         splits["holdout"] = holdout
+    if calibration:
+        splits["calibration"] = calibration
     dataset.write_splits(splits)
     counts = {}
     for split, members in splits.items():

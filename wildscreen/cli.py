@@ -3,7 +3,8 @@
     wildscreen screen photo.jpg listings/ --overlays review/   one JSON line per image
     wildscreen info                                            the model, thresholds, device
     wildscreen reload [--version v3]                           admin: swap in another model
-    wildscreen keys add NAME --role screen --file keys.json    create an API key, print it once
+
+API keys are made on the server's side: `wildscreen-serve keys add NAME`.
 """
 
 from __future__ import annotations
@@ -113,19 +114,6 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return _unary(args, "ReloadModel", pb.ReloadModelRequest(version=args.version or ""))
 
 
-def cmd_keys_add(args: argparse.Namespace) -> int:
-    from server.auth import KeyStore
-
-    try:
-        key = KeyStore(args.file).add(args.name, args.role)
-    except ValueError as exc:
-        print(f"wildscreen: {exc}", file=sys.stderr)
-        return 2
-    print(f"API key for {args.name} (role {args.role}); it is shown only now, store it safely:", file=sys.stderr)
-    print(key)
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wildscreen", description="Screen listing images with a wildscreen server.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -154,13 +142,6 @@ def build_parser() -> argparse.ArgumentParser:
     reload = with_connection(sub.add_parser("reload", help="admin: load the current (or a named) model version"))
     reload.add_argument("--version", help="a version in the server's weights/; default: the current one")
     reload.set_defaults(handler=cmd_reload)
-
-    keys = sub.add_parser("keys", help="manage the server's API keys").add_subparsers(dest="keys_command", required=True)
-    add = keys.add_parser("add", help="create a key; it is printed once and only its hash is stored")
-    add.add_argument("name")
-    add.add_argument("--role", choices=["screen", "admin"], default="screen")
-    add.add_argument("--file", type=Path, default=Path(os.environ.get("WILDSCREEN_API_KEYS_FILE", "api-keys.json")))
-    add.set_defaults(handler=cmd_keys_add)
     return parser
 
 

@@ -9,10 +9,10 @@ import grpc
 import psutil
 import pytest
 
-from bench.server_process import ServerProcess
 from server.config import ServerConfig
-from tests.server.test_grpc_untrained import jpeg
-from tests.server.test_reliability import free_port
+from server.process import ServerProcess
+from tests.support.images import jpeg
+from tests.support.ports import free_port
 from wildscreen.v1 import screening_pb2 as pb
 from wildscreen.v1 import screening_pb2_grpc as pb_grpc
 

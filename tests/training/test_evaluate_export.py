@@ -23,7 +23,7 @@ def evaluation(tiny_run, synthetic_dataset, tmp_path_factory):
 def test_detection_and_image_level_metrics(evaluation, synthetic_dataset):
     """Counted against the test split's own labels (fixed when the dataset was written), never
     against what the model reached: that differs from one CPU to the next."""
-    from server.taxonomy import LABELS
+    from server.core.taxonomy import LABELS
 
     out, result = evaluation
     dataset = Dataset(synthetic_dataset.parent)
@@ -86,7 +86,7 @@ def test_onnx_export_agrees_with_the_pt(tiny_run, synthetic_dataset):
 def test_mining_adds_false_positives_to_train_as_background(tiny_run, tmp_path):
     import shutil
 
-    from tests.synthetic import write_negatives, write_yolo_dataset
+    from tests.support.synthetic import write_negatives, write_yolo_dataset
     from training.importers import import_source
     from training.mapping import ClassMapping
     from training.mine import mine
@@ -102,12 +102,14 @@ def test_mining_adds_false_positives_to_train_as_background(tiny_run, tmp_path):
         shutil.copyfile(image, pool / f"lookalike_{i}.jpg")
     # The threshold sits below the model's strongest detection on every look-alike, wherever that is
     # on this machine, so each of them is a hit by construction.
-    from tests.agreement import LOW_FLOOR
+    from server.core.decoding import ImageDecoder
+    from tests.support.agreement import LOW_FLOOR
     from training.modelfile import candidate_engine
 
     engine = candidate_engine(tiny_run / "weights" / "best.pt", "cpu")
+    decoder = ImageDecoder(engine.input_size)
     lookalikes = sorted(pool.glob("lookalike_*.jpg"))
-    strongest = [float(engine.run([engine.decode_and_prepare(p.read_bytes())[1]], LOW_FLOOR)[0].confidence.max()) for p in lookalikes]
+    strongest = [float(engine.run([decoder.prepare(p.read_bytes())[1]], LOW_FLOOR)[0].confidence.max()) for p in lookalikes]
     hits = mine(tiny_run / "weights" / "best.pt", sorted(pool.glob("*.jpg")), pool, dataset, "mined", 0.8 * min(strongest), "cpu")
     hit_names = {p.name for p, _ in hits}
     assert {p.name for p in lookalikes} <= hit_names
