@@ -9,6 +9,10 @@ Layers, each importing only the ones below it (tests/test_architecture.py checks
         status          the ONE table from domain errors to status codes
         auth            API-key interceptor (which RPCs need which role)
         observability   RPC counts and the access log
+    batch/              the backfill edge: a stored catalogue screened on Ray Data (optional extra)
+        backfill        the Ray Data pipeline and `wildscreen-backfill`
+        screener        the per-actor callable: the core's decoder, engine and rule on batches of rows
+        sources         folders, list files and Parquet of paths/URIs; ids already screened
     core/               the screening core: no protocol, no `import grpc`
         screening       the pipeline: admit, validate, decode, batch, decide, draw
         pacing          refusals answered at a bounded rate under a retry storm
@@ -18,6 +22,7 @@ Layers, each importing only the ones below it (tests/test_architecture.py checks
         decoding        the one decoder: host, reduced-size and device decoding
         geometry        letterbox and EXIF orientation, pure functions
         detections      the one result type
+        decision        one image's answer from its detections: screened classes, floors, verdict
         policy          thresholds -> verdicts, the one vectorised rule
         overlay         reviewer overlays
         manifest        weights/ contract: manifest.json, sha256, versions, a model's classes

@@ -96,6 +96,17 @@ def test_serving_never_imports_training_or_the_benchmarks():
     assert forbidden_imports("server", ("training", "bench")) == []
 
 
+def test_the_backfill_edge_knows_no_protocol():
+    assert forbidden_imports("server.batch", ("grpc", "grpc_health", "grpc_reflection", "wildscreen", "server.grpc",
+                                              "server.main", "server.workers", "server.process")) == []
+
+
+def test_only_the_backfill_imports_ray_and_pyarrow():
+    """They are the optional `backfill` extra: the server's own install has neither."""
+    outside = [line for line in forbidden_imports("", ("ray", "pyarrow")) if not line.startswith("server.batch")]
+    assert outside == []
+
+
 def test_the_client_depends_on_the_stubs_only():
     assert forbidden_imports("wildscreen", ("server", "training", "bench", "torch", "ultralytics")) == []
 

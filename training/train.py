@@ -113,8 +113,11 @@ def train(options: TrainOptions) -> Path:
     )
     args.update(options.overrides)
     # Written first, so that a resumed run still knows its base (Ultralytics' args.yaml then names last.pt).
-    write_run_record(run_dir, options, args, base)
+    record = write_run_record(run_dir, options, args, base)
+    kept = record.read_text()
     YOLO(base).train(**args)
+    if not record.exists():  # Ultralytics' DDP launcher (--device 0,1,...) empties the run folder first
+        record.write_text(kept)
     _mark_completed(run_dir)
     return run_dir
 

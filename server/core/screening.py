@@ -24,6 +24,7 @@ import numpy as np
 
 from server.core.batching import DynamicBatcher
 from server.config import ServerConfig
+from server.core.decision import DecisionRule
 from server.core.detections import Detections
 from server.core.engine import NMS_MAX_DETECTIONS, InferenceEngine
 from server.core.errors import DeadlineExpired, InvalidInput, ModelError, NotReady, Overloaded, Unsupported
@@ -32,7 +33,7 @@ from server.core.manifest import ModelManifest, WeightsStore
 from server.core.metrics import ServerMetrics
 from server.core.overlay import draw_overlay
 from server.core.pacing import RefusalPacer
-from server.core.policy import ClassPolicy, Verdict, decide, verdicts_for
+from server.core.policy import ClassPolicy, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -293,10 +294,7 @@ class Screener:
         if deadline is not None and time.monotonic() >= deadline:
             raise DeadlineExpired("deadline passed before screening started")
         manifest = runtime.manifest
-        policies = manifest.policies
-        screened = tuple(p for p in manifest.classes if class_ids is None or p.id in class_ids)
-        listed_min = job.min_confidence or manifest.default_min_confidence
-        nms_confidence = min([listed_min] + [p.review_threshold for p in screened])
+        rule = DecisionRule.of(manifest, class_ids, job.min_confidence, max_detections)
 
         loop = asyncio.get_running_loop()
         runtime.decoding += 1
@@ -304,29 +302,27 @@ class Screener:
             image, prepared, decode_ms = await loop.run_in_executor(self._pool, self._decode_and_prepare, runtime.decoder, job)
         finally:
             runtime.decoding -= 1
-        raw, batch = await runtime.batcher.submit(_BatchItem(prepared, nms_confidence), job.request_id, deadline)
+        raw, batch = await runtime.batcher.submit(_BatchItem(prepared, rule.nms_confidence), job.request_id, deadline)
 
-        candidates = raw.of_classes(class_ids)
-        candidate_verdicts = verdicts_for(policies, candidates.class_id, candidates.confidence)
-        verdict = decide(candidate_verdicts)
-        deciding = next((int(c) for c, v in zip(candidates.class_id, candidate_verdicts) if v == verdict), None)
-        listed = candidates.above(listed_min)[:max_detections]
+        decision = rule.decide(raw)
+        verdict = decision.verdict
         overlay = b""
         if job.overlay:
             caption = f"{verdict.name} - {manifest.name} {manifest.version}"
-            overlay = await loop.run_in_executor(self._pool, self._render_overlay, image, listed, caption, job.overlay)
+            overlay = await loop.run_in_executor(self._pool, self._render_overlay, image, decision.detections, caption,
+                                                 job.overlay)
         return ScreenResult(
             request_id=job.request_id,
             verdict=verdict,
-            detections=listed,
-            detection_verdicts=verdicts_for(policies, listed.class_id, listed.confidence),
+            detections=decision.detections,
+            detection_verdicts=decision.detection_verdicts,
             width=prepared.width,
             height=prepared.height,
             model=manifest,
-            thresholds=screened,
-            min_confidence=listed_min,
+            thresholds=rule.screened,
+            min_confidence=rule.listed_min,
             timing=Timing(decode_ms, batch.queue_ms, batch.inference_ms, (time.perf_counter() - start) * 1000.0),
             batch_size=batch.size,
-            deciding_class=deciding if verdict != Verdict.CLEAR else None,
+            deciding_class=decision.deciding_class,
             overlay=overlay,
         )

@@ -1,0 +1,3 @@
+from server.batch.backfill import main
+
+raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""The callable that Ray Data runs in each actor: a batch of (id, path) rows in, result rows out.
+
+It loads the model once (in `__init__`, once per actor) and screens with the server's own pieces:
+`ImageDecoder`, `InferenceEngine` and `DecisionRule`, so a row says what `Screen` would have
+answered for the image with the model's default settings. It knows nothing about Ray (the
+benchmark and the tests call it in-process too). An image that cannot be read or decoded gets a
+row with `error` set and no verdict; it never fails the batch or the block.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pyarrow as pa
+
+from server.batch.sources import ByteReader
+from server.core.decision import DecisionRule
+from server.core.decoding import DecodeLimits, ImageDecoder, PreparedImage
+from server.core.engine import InferenceEngine
+from server.core.errors import WildscreenError
+from server.core.manifest import WeightsStore
+from server.core.policy import Verdict
+
+log = logging.getLogger(__name__)
+
+DETECTION = pa.struct([("label", pa.string()), ("class_id", pa.int32()), ("confidence", pa.float32()),
+                       ("x_min", pa.float32()), ("y_min", pa.float32()), ("x_max", pa.float32()),
+                       ("y_max", pa.float32()), ("verdict", pa.string())])
+THRESHOLD = pa.struct([("label", pa.string()), ("class_id", pa.int32()), ("review_threshold", pa.float64()),
+                       ("flag_threshold", pa.float64())])
+RESULT_SCHEMA = pa.schema([
+    ("id", pa.string()), ("path", pa.string()), ("verdict", pa.string()), ("deciding_class", pa.string()),
+    ("detections", pa.list_(DETECTION)), ("width", pa.int32()), ("height", pa.int32()),
+    ("image_sha256", pa.string()), ("model_name", pa.string()), ("model_version", pa.string()),
+    ("model_sha256", pa.string()), ("thresholds", pa.list_(THRESHOLD)), ("min_confidence", pa.float64()),
+    ("error", pa.string()), ("screened_at", pa.timestamp("ms", tz="UTC")),
+])
+
+
+class BatchScreener:
+    def __init__(self, weights: str | Path, version: str | None = None, device: str = "cpu", backend: str = "auto",
+                 threads: int = 1, min_confidence: float = 0.0, max_detections: int = 100,
+                 limits: DecodeLimits = DecodeLimits()) -> None:
+        import torch
+
+        import server  # noqa: F401  (offline before anything imports Ultralytics, also in a fresh Ray worker)
+
+        torch.set_num_threads(max(1, threads))
+        self.engine = InferenceEngine.load(WeightsStore(Path(weights)), version, device, backend, threads)
+        self.decoder = ImageDecoder(self.engine.input_size, self.engine.backend.device, limits)
+        self.rule = DecisionRule.of(self.engine.manifest, None, min_confidence, max_detections)
+        self.reader = ByteReader(limits.max_bytes)
+        self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="backfill-decode")
+        m, labels = self.engine.manifest, {c.id: c.label for c in self.engine.manifest.classes}
+        self._labels = labels
+        self._model = {"model_name": m.name, "model_version": m.version, "model_sha256": m.sha256,
+                       "min_confidence": self.rule.listed_min}
+        self._thresholds = [{"label": p.label, "class_id": p.id, "review_threshold": p.review_threshold,
+                             "flag_threshold": p.flag_threshold} for p in self.rule.screened]
+
+    def _prepare(self, path: str) -> tuple[PreparedImage | None, str | None, str | None]:
+        """(prepared image, sha256 of the bytes, error)."""
+        try:
+            data = self.reader.read(path)
+        except WildscreenError as exc:
+            return None, None, str(exc)
+        except OSError as exc:
+            return None, None, f"could not read {path}: {exc.strerror or exc}"
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            return self.decoder.prepare(data)[1], digest, None
+        except WildscreenError as exc:
+            return None, digest, str(exc)
+
+    def _run(self, images: list[PreparedImage]) -> list:
+        """The engine's answers; when a whole batch fails, each image alone, so only the bad one fails."""
+        try:
+            return self.engine.run(images, self.rule.nms_confidence)
+        except Exception:
+            if len(images) == 1:
+                raise
+            log.warning("batch failed; screening its images one by one", exc_info=True)
+            out = []
+            for image in images:
+                try:
+                    out.extend(self.engine.run([image], self.rule.nms_confidence))
+                except Exception as exc:  # a model failure on one image is that image's error row
+                    out.append(exc)
+            return out
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        ids, paths = batch["id"].to_pylist(), batch["path"].to_pylist()
+        prepared = list(self._pool.map(self._prepare, paths))
+        good = [i for i, (image, _, error) in enumerate(prepared) if error is None]
+        answers = dict(zip(good, self._run([prepared[i][0] for i in good]))) if good else {}
+        rows, now = [], datetime.now(timezone.utc)
+        for i, (image, digest, error) in enumerate(prepared):
+            row = {"id": ids[i], "path": paths[i], "image_sha256": digest, "error": error, "verdict": None,
+                   "screened_at": now,
+                   "deciding_class": None, "detections": None, "width": None, "height": None,
+                   "thresholds": self._thresholds, **self._model}
+            answer = answers.get(i)
+            if isinstance(answer, Exception):
+                row["error"] = str(answer) if isinstance(answer, WildscreenError) else f"model failed: {answer!r}"
+            elif answer is not None:
+                row.update(self._decided(answer, image))
+            rows.append(row)
+        return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
+
+    def _decided(self, raw, image: PreparedImage) -> dict:
+        decision = self.rule.decide(raw)
+        d = decision.detections
+        detections = [
+            {"label": self._labels[int(c)], "class_id": int(c), "confidence": float(conf), "x_min": float(box[0]),
+             "y_min": float(box[1]), "x_max": float(box[2]), "y_max": float(box[3]), "verdict": Verdict(int(v)).name}
+            for box, conf, c, v in zip(d.xyxy, d.confidence, d.class_id, decision.detection_verdicts)
+        ]
+        deciding = decision.deciding_class
+        return {"verdict": decision.verdict.name, "deciding_class": None if deciding is None else self._labels[deciding],
+                "detections": detections, "width": image.width, "height": image.height}
+
