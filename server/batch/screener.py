@@ -49,8 +49,15 @@ class BatchScreener:
 
         import server  # noqa: F401  (offline before anything imports Ultralytics, also in a fresh Ray worker)
 
-        torch.set_num_threads(max(1, threads))
-        self.engine = InferenceEngine.load(WeightsStore(Path(weights)), version, device, backend, threads)
+        def load() -> InferenceEngine:
+            torch.set_num_threads(max(1, threads))
+            return InferenceEngine.load(WeightsStore(Path(weights)), version, device, backend, threads)
+
+        # Load and run on one and the same thread, as the server does (see DynamicBatcher): PyTorch on
+        # the CPU runs at a fraction of its speed in a thread other than the one that first ran it,
+        # and Ray does not promise that __call__ runs on the thread of __init__.
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-model")
+        self.engine = self._model_thread.submit(load).result()
         self.decoder = ImageDecoder(self.engine.input_size, self.engine.backend.device, limits)
         self.rule = DecisionRule.of(self.engine.manifest, None, min_confidence, max_detections)
         self.reader = ByteReader(limits.max_bytes)
@@ -96,7 +103,7 @@ class BatchScreener:
         ids, paths = batch["id"].to_pylist(), batch["path"].to_pylist()
         prepared = list(self._pool.map(self._prepare, paths))
         good = [i for i, (image, _, error) in enumerate(prepared) if error is None]
-        answers = dict(zip(good, self._run([prepared[i][0] for i in good]))) if good else {}
+        answers = dict(zip(good, self._model_thread.submit(self._run, [prepared[i][0] for i in good]).result())) if good else {}
         rows, now = [], datetime.now(timezone.utc)
         for i, (image, digest, error) in enumerate(prepared):
             row = {"id": ids[i], "path": paths[i], "image_sha256": digest, "error": error, "verdict": None,
