@@ -65,6 +65,9 @@ class ServerConfig:
                         "is the limit, as on a GPU; each loads its own copy of the model", default=1)
     worker_index: int = _doc("set by the --workers supervisor for each worker; -1 = not supervised", default=-1)
     grace_period_s: float = _doc("on SIGTERM, how long requests in flight get to finish", default=10.0)
+    max_connection_age_s: float = _doc("close each client connection after this long (GOAWAY, then --grace-period-s for "
+                                       "its calls in flight), so clients re-resolve a DNS name and find new replicas; "
+                                       "0 = never", default=0.0)
     log_format: str = _doc("json or text", default="json")
     log_level: str = _doc("DEBUG, INFO, WARNING or ERROR", default="INFO")
     switch_interval_s: float = _doc("Python's thread switch interval; the model thread gives up the GIL around every tensor op "
@@ -92,6 +95,8 @@ class ServerConfig:
             problems.append("--tls-cert and --tls-key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:
             problems.append("--tls-client-ca needs --tls-cert and --tls-key")
+        if self.max_connection_age_s < 0:
+            problems.append("max_connection_age_s must not be negative")
         if self.switch_interval_s <= 0:
             problems.append("switch_interval_s must be positive")
         if self.log_format not in ("json", "text"):

@@ -46,6 +46,16 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     )
 
 
+def server_options(config: ServerConfig) -> list[tuple[str, int]]:
+    limit = config.max_request_bytes + MESSAGE_OVERHEAD_BYTES
+    options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", -1)]
+    if config.max_connection_age_s:
+        # gRPC adds +-10 % jitter to the age, so replicas started together do not all reconnect at once.
+        options += [("grpc.max_connection_age_ms", round(config.max_connection_age_s * 1000)),
+                    ("grpc.max_connection_age_grace_ms", round(config.grace_period_s * 1000))]
+    return options
+
+
 class WildscreenServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -53,14 +63,10 @@ class WildscreenServer:
         self.screener = Screener(config, self.metrics)
         self.health = health.aio.HealthServicer()
         self.servicer = ScreeningServicer(self.screener, config.max_stream_in_flight)
-        limit = config.max_request_bytes + MESSAGE_OVERHEAD_BYTES
         interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(self.metrics)]
         if config.api_keys_file is not None:
             interceptors.append(AuthInterceptor(KeyStore(config.api_keys_file)))
-        self.server = grpc.aio.server(
-            interceptors=interceptors,
-            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", -1)],
-        )
+        self.server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
         pb_grpc.add_ScreeningServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

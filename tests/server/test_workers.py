@@ -3,7 +3,6 @@
 import re
 import signal
 import time
-import urllib.request
 
 import grpc
 import psutil
@@ -12,16 +11,12 @@ import pytest
 from server.config import ServerConfig
 from server.process import ServerProcess
 from tests.support.images import jpeg
+from tests.support.metrics import screened_count
 from tests.support.ports import free_port
 from wildscreen.v1 import screening_pb2 as pb
 from wildscreen.v1 import screening_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.slow
-
-
-def screened_count(metrics_port: int) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
-    return sum(float(v) for v in re.findall(r'^wildscreen_images_total\{code="OK"\} (\S+)$', text, re.M))
 
 
 def screen_on_fresh_channels(target: str, n: int) -> list[str]:
