@@ -74,6 +74,11 @@ class WildscreenServer:
             self.server,
         )
         self.port: int | None = None
+        self.health_server: grpc.aio.Server | None = None
+        """Plaintext grpc.health.v1 alone on --health-port: the same statuses, nothing else reachable."""
+        if config.health_port:
+            self.health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
 
     async def _set_health(self, status: int) -> None:
         for service in ("", SERVICE_NAME):
@@ -90,6 +95,10 @@ class WildscreenServer:
             raise OSError(f"could not bind {self.config.address}")
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
+        if self.health_server is not None:
+            if not self.health_server.add_insecure_port(self.config.address_on(self.config.health_port)):
+                raise OSError(f"could not bind the health port {self.config.health_port}")
+            await self.health_server.start()
         if self.config.metrics_port:
             self.metrics.serve(self.config.host, self.config.metrics_port)
         log.info("listening", extra={"fields": {"address": self.config.address, "port": self.port, "tls": self.config.tls}})
@@ -102,6 +111,8 @@ class WildscreenServer:
         """NOT_SERVING, then let in-flight RPCs finish within the grace period."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.config.grace_period_s if grace_s is None else grace_s)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         await self.screener.close()
         log.info("stopped")
 
