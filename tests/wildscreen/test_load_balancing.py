@@ -90,7 +90,7 @@ def test_round_robin_spreads_calls_over_replicas_and_survives_one_killed_mid_run
         assert killed.is_set() and victim.proc.wait(10) == -signal.SIGKILL
         assert answered == ["OK"] * CALLS  # retried on UNAVAILABLE, re-picked among the ready two
         survivors = [screened_count(metrics) - before for (_, metrics), before in zip(replicas[1:], shares[1:])]
-        assert all(s > 0 for s in survivors) and sum(survivors) >= CALLS - CALLS // 3, survivors
+        assert all(s > 0 for s in survivors) and sum(survivors) >= CALLS // 2, survivors  # the victim got ~a third before
 
     # The CLI takes the same targets: a dns:/// name (localhost; 127.0.0.1 answers) with round_robin.
     capsys.readouterr()
