@@ -60,11 +60,16 @@ class ServerConfig:
     tls_client_ca: Path | None = _doc("PEM CA bundle; when set, clients must present a certificate it signed (mTLS)", default=None)
     insecure: bool = _doc("allow plaintext on a non-loopback address", default=False)
     api_keys_file: Path | None = _doc("file of hashed API keys (`wildscreen-serve keys add`); unset = no key needed", default=None)
+    health_port: int = _doc("plaintext port on the same host serving grpc.health.v1 only, for probes that cannot speak "
+                            "TLS (Kubernetes' grpc probes); 0 = off (health is always on --port too)", default=0)
     metrics_port: int = _doc("port of the Prometheus /metrics endpoint on the same host; 0 = off", default=0)
     workers: int = _doc("server processes sharing the port (SO_REUSEPORT); more than 1 where one process's Python "
                         "is the limit, as on a GPU; each loads its own copy of the model", default=1)
     worker_index: int = _doc("set by the --workers supervisor for each worker; -1 = not supervised", default=-1)
     grace_period_s: float = _doc("on SIGTERM, how long requests in flight get to finish", default=10.0)
+    max_connection_age_s: float = _doc("close each client connection after this long (GOAWAY, then --grace-period-s for "
+                                       "its calls in flight), so clients re-resolve a DNS name and find new replicas; "
+                                       "0 = never", default=0.0)
     log_format: str = _doc("json or text", default="json")
     log_level: str = _doc("DEBUG, INFO, WARNING or ERROR", default="INFO")
     switch_interval_s: float = _doc("Python's thread switch interval; the model thread gives up the GIL around every tensor op "
@@ -92,6 +97,10 @@ class ServerConfig:
             problems.append("--tls-cert and --tls-key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:
             problems.append("--tls-client-ca needs --tls-cert and --tls-key")
+        if not 0 <= self.health_port <= 65535 or (self.health_port and self.health_port == self.port):
+            problems.append(f"health_port {self.health_port} must be in 0..65535 and differ from port")
+        if self.max_connection_age_s < 0:
+            problems.append("max_connection_age_s must not be negative")
         if self.switch_interval_s <= 0:
             problems.append("switch_interval_s must be positive")
         if self.log_format not in ("json", "text"):
@@ -113,8 +122,12 @@ class ServerConfig:
 
     @property
     def address(self) -> str:
+        return self.address_on(self.port)
+
+    def address_on(self, port: int) -> str:
+        """host:port of this host (IPv6 in brackets) for any of the ports it serves."""
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
-        return f"{host}:{self.port}"
+        return f"{host}:{port}"
 
     def refusal(self) -> str | None:
         """Why this configuration must not start, or None: plaintext off loopback needs --insecure."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from wildscreen.client import Connection, image_files
+from wildscreen.client import LOAD_BALANCING_POLICIES, Connection, image_files
 from wildscreen.v1 import screening_pb2 as pb
 from wildscreen.v1 import screening_pb2_grpc as pb_grpc
 
@@ -35,6 +35,7 @@ def _connection(args: argparse.Namespace) -> Connection:
         api_key=args.api_key,
         server_name=args.tls_server_name,
         retries=True,
+        load_balancing=args.lb,
     )
 
 
@@ -119,7 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_connection(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--server", default=os.environ.get("WILDSCREEN_SERVER", "127.0.0.1:50051"), help="host:port")
+        p.add_argument("--server", default=os.environ.get("WILDSCREEN_SERVER", "127.0.0.1:50051"),
+                       help="host:port, dns:///host:port or ipv4:a:port,b:port (or WILDSCREEN_SERVER)")
+        p.add_argument("--lb", choices=LOAD_BALANCING_POLICIES, default=os.environ.get("WILDSCREEN_LB", "pick_first"),
+                       help="round_robin: spread calls over every address the server name resolves to (or WILDSCREEN_LB)")
         p.add_argument("--api-key", default=os.environ.get("WILDSCREEN_API_KEY"), help="or WILDSCREEN_API_KEY")
         p.add_argument("--tls-ca", type=Path, help="CA certificate (PEM) that signed the server's; turns TLS on")
         p.add_argument("--tls-cert", type=Path, help="client certificate (PEM) for mutual TLS")

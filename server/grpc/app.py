@@ -46,6 +46,16 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     )
 
 
+def server_options(config: ServerConfig) -> list[tuple[str, int]]:
+    limit = config.max_request_bytes + MESSAGE_OVERHEAD_BYTES
+    options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", -1)]
+    if config.max_connection_age_s:
+        # gRPC adds +-10 % jitter to the age, so replicas started together do not all reconnect at once.
+        options += [("grpc.max_connection_age_ms", round(config.max_connection_age_s * 1000)),
+                    ("grpc.max_connection_age_grace_ms", round(config.grace_period_s * 1000))]
+    return options
+
+
 class WildscreenServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -53,14 +63,10 @@ class WildscreenServer:
         self.screener = Screener(config, self.metrics)
         self.health = health.aio.HealthServicer()
         self.servicer = ScreeningServicer(self.screener, config.max_stream_in_flight)
-        limit = config.max_request_bytes + MESSAGE_OVERHEAD_BYTES
         interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(self.metrics)]
         if config.api_keys_file is not None:
             interceptors.append(AuthInterceptor(KeyStore(config.api_keys_file)))
-        self.server = grpc.aio.server(
-            interceptors=interceptors,
-            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", -1)],
-        )
+        self.server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
         pb_grpc.add_ScreeningServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -68,6 +74,11 @@ class WildscreenServer:
             self.server,
         )
         self.port: int | None = None
+        self.health_server: grpc.aio.Server | None = None
+        """Plaintext grpc.health.v1 alone on --health-port: the same statuses, nothing else reachable."""
+        if config.health_port:
+            self.health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
 
     async def _set_health(self, status: int) -> None:
         for service in ("", SERVICE_NAME):
@@ -84,6 +95,10 @@ class WildscreenServer:
             raise OSError(f"could not bind {self.config.address}")
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
+        if self.health_server is not None:
+            if not self.health_server.add_insecure_port(self.config.address_on(self.config.health_port)):
+                raise OSError(f"could not bind the health port {self.config.health_port}")
+            await self.health_server.start()
         if self.config.metrics_port:
             self.metrics.serve(self.config.host, self.config.metrics_port)
         log.info("listening", extra={"fields": {"address": self.config.address, "port": self.port, "tls": self.config.tls}})
@@ -96,6 +111,8 @@ class WildscreenServer:
         """NOT_SERVING, then let in-flight RPCs finish within the grace period."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.config.grace_period_s if grace_s is None else grace_s)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         await self.screener.close()
         log.info("stopped")
 

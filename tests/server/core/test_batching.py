@@ -19,8 +19,11 @@ class Recorder:
         self.batches: list[list] = []
         self.delay_s = delay_s
         self.gate = gate
+        self.entered = threading.Event()
+        """Set when a batch has reached the model: tests wait on it instead of sleeping."""
 
     def __call__(self, items):
+        self.entered.set()
         if self.gate is not None:
             self.gate.wait(5)
         time.sleep(self.delay_s)
@@ -65,10 +68,9 @@ def test_batch_closes_after_max_delay():
         rec = Recorder()
         batcher = DynamicBatcher(rec, max_batch_size=8, max_delay_ms=30, max_queue_size=64)
         batcher.start()
-        first = asyncio.ensure_future(batcher.submit("a"))
-        await asyncio.sleep(0.15)  # well after the delay: "a" must have run alone
+        # "a" alone: its batch must close after the delay, without a second item (else this hangs).
+        await asyncio.wait_for(batcher.submit("a"), timeout=10)
         second = await batcher.submit("b")
-        await first
         await batcher.close()
         return rec, second
 
@@ -79,10 +81,12 @@ def test_batch_closes_after_max_delay():
 def test_full_queue_answers_overloaded_at_once():
     async def main():
         gate = threading.Event()
-        batcher = DynamicBatcher(Recorder(gate=gate), max_batch_size=1, max_delay_ms=0, max_queue_size=2)
+        recorder = Recorder(gate=gate)
+        batcher = DynamicBatcher(recorder, max_batch_size=1, max_delay_ms=0, max_queue_size=2)
         batcher.start()
         running = asyncio.ensure_future(batcher.submit("running"))
-        await asyncio.sleep(0.05)  # taken out of the queue, blocked in the model
+        # Until it is taken out of the queue and blocked in the model.
+        assert await asyncio.get_running_loop().run_in_executor(None, recorder.entered.wait, 10)
         queued = [asyncio.ensure_future(batcher.submit(i)) for i in range(2)]
         await asyncio.sleep(0)
         with pytest.raises(Overloaded):
@@ -102,11 +106,11 @@ def test_cancelled_and_expired_items_never_reach_the_model():
         batcher = DynamicBatcher(rec, max_batch_size=8, max_delay_ms=0, max_queue_size=16)
         batcher.start()
         blocker = asyncio.ensure_future(batcher.submit("blocker"))
-        await asyncio.sleep(0.05)
+        assert await asyncio.get_running_loop().run_in_executor(None, rec.entered.wait, 10)  # blocked in the model
         cancelled = asyncio.ensure_future(batcher.submit("cancelled"))
         expired = asyncio.ensure_future(batcher.submit("expired", deadline=time.monotonic() + 0.01))
         kept = asyncio.ensure_future(batcher.submit("kept"))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # the 10 ms deadline has passed
         cancelled.cancel()
         gate.set()
         await blocker
@@ -170,7 +174,7 @@ def test_a_lone_item_does_not_wait_when_nothing_is_coming():
         return alone, batcher
 
     alone, batcher = run(main())
-    assert alone < 0.2
+    assert alone < 0.45  # not the 500 ms a batch may wait for an image being decoded
     assert batcher.stats.batches == 2  # "first" waited and shared its batch with "second"
 
 
