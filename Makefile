@@ -8,7 +8,6 @@ HOST ?= 127.0.0.1
 PORT ?= 50051
 ARGS ?=
 
-export YOLO_OFFLINE := 1
 export WILDSCREEN_SHARED := $(abspath $(SHARED))
 
 .DEFAULT_GOAL := help

@@ -19,7 +19,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 # No polars there (40 MB of wheels): Ultralytics' trainer only reads results.csv back with it, in a
 # try, so an empty stand-in module lets it train (with plots=False: its plots need the real one).
 mkdir -p /tmp/site/polars && echo '"""Empty stand-in: see bench/gpu.sh."""' > /tmp/site/polars/__init__.py
-export PYTHONPATH=/tmp/site:$PWD YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1  # YOLO_OFFLINE: server.config.stay_offline()
 out=${OUT:-/tmp}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.cuda.is_available())"

@@ -1,9 +1,12 @@
 """Load and soak: N concurrent clients for T seconds against a server, over a folder of images.
 
     python -m bench.load --target 127.0.0.1:50051 --images listings/ --clients 64 --seconds 120 --deadline-s 2
+    python -m bench.load ... --clients 256 --deadline-s 2 --ignore-pushback   # a retry storm
 
-Prints throughput, goodput (OK answers per second), p50/p95/p99 latency of OK answers and the
-count of each status code. Bounded in clients and time, and loopback only: it is a test tool, not
+Clients honour the server's `grpc-retry-pushback-ms` hint (else back off exponentially), as gRPC's
+retry policy does; `--ignore-pushback` makes them retry a refused call at once, as badly written
+clients in a real fleet do. Prints throughput, goodput (OK answers per second), p50/p95/p99 latency
+of OK answers, the p50 of refusals and the count of each status code. Bounded in clients and time, and loopback only: it is a test tool, not
 a way to load someone else's server.
 """
 
@@ -48,6 +51,8 @@ class LoadReport:
     server_ms: list[float] = field(default_factory=list)
     """The server's own total per answer (timing.total_ms): latency without the client and the wire."""
     batch_sizes: list[int] = field(default_factory=list)
+    refusal_ms: list[float] = field(default_factory=list)
+    """How long each RESOURCE_EXHAUSTED took to come back: what a refusal costs the caller."""
 
     @property
     def total(self) -> int:
@@ -71,6 +76,7 @@ class LoadReport:
             "p50_ms": round(self.percentile(50), 1), "p95_ms": round(self.percentile(95), 1), "p99_ms": round(self.percentile(99), 1),
             "server_p50_ms": round(percentile(self.server_ms, 50), 1),
             "mean_batch": round(float(np.mean(self.batch_sizes)), 2) if self.batch_sizes else 0.0,
+            "refusal_p50_ms": round(percentile(self.refusal_ms, 50), 1),
             "codes": dict(self.codes),
         }
 
@@ -83,13 +89,15 @@ class LoadReport:
             out.latencies_ms += r.latencies_ms
             out.server_ms += r.server_ms
             out.batch_sizes += r.batch_sizes
+            out.refusal_ms += r.refusal_ms
         return out
 
     def table(self) -> str:
         s = self.summary()
         codes = ", ".join(f"{k} {v}" for k, v in sorted(s["codes"].items()))
         return (f"clients {s['clients']:>4}  {s['seconds']:>6.1f} s  answers/s {s['answers_per_s']:>7.2f}  goodput/s {s['goodput_per_s']:>7.2f}  "
-                f"p50 {s['p50_ms']:>7.1f} ms  p95 {s['p95_ms']:>7.1f} ms  p99 {s['p99_ms']:>7.1f} ms  mean batch {s['mean_batch']:>5.2f}  [{codes}]")
+                f"p50 {s['p50_ms']:>7.1f} ms  p95 {s['p95_ms']:>7.1f} ms  p99 {s['p99_ms']:>7.1f} ms  mean batch {s['mean_batch']:>5.2f}  "
+                f"refusal p50 {s['refusal_p50_ms']:>6.1f} ms  [{codes}]")
 
 
 def pushback_s(exc: grpc.aio.AioRpcError) -> float:
@@ -102,9 +110,10 @@ def pushback_s(exc: grpc.aio.AioRpcError) -> float:
 
 async def run_load(
     connection: Connection, images: list[bytes], clients: int, seconds: float, deadline_s: float | None = None,
-    rpc_timeout_s: float = 60.0,
+    rpc_timeout_s: float = 60.0, ignore_pushback: bool = False,
 ) -> LoadReport:
-    """`clients` closed-loop clients on one channel each, for `seconds`."""
+    """`clients` closed-loop clients on one channel each, for `seconds`; with `ignore_pushback` a
+    refused call is sent again at once."""
     if not connection.target.startswith(LOOPBACK):
         raise ValueError(f"load is for loopback targets only, not {connection.target}")
     if not 1 <= clients <= MAX_CLIENTS or not 0 < seconds <= MAX_SECONDS:
@@ -131,6 +140,8 @@ async def run_load(
                 except grpc.aio.AioRpcError as exc:
                     report.codes[exc.code().name] += 1
                     if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        report.refusal_ms.append((time.monotonic() - start) * 1000.0)
+                    if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and not ignore_pushback:
                         # As gRPC's retry design (A6) says: the server's pushback if it gives one,
                         # else exponential backoff with jitter, 100 ms to 5 s.
                         backoff_s = min(5.0, max(0.1, backoff_s * 2))
@@ -145,9 +156,9 @@ async def run_load(
 
 
 def _load_from_process(connection: Connection, images: list[bytes], clients: int, seconds: float,
-                       deadline_s: float | None, start_at: float) -> LoadReport:
+                       deadline_s: float | None, start_at: float, ignore_pushback: bool) -> LoadReport:
     time.sleep(max(0.0, start_at - time.time()))  # all processes start their window together
-    return asyncio.run(run_load(connection, images, clients, seconds, deadline_s))
+    return asyncio.run(run_load(connection, images, clients, seconds, deadline_s, ignore_pushback=ignore_pushback))
 
 
 class ClientProcesses:
@@ -160,14 +171,15 @@ class ClientProcesses:
         self._pool = ProcessPoolExecutor(processes, mp_context=get_context("spawn")) if processes > 1 else None
         self._started = False
 
-    def run(self, connection: Connection, images: list[bytes], clients: int, seconds: float, deadline_s: float | None = None) -> LoadReport:
+    def run(self, connection: Connection, images: list[bytes], clients: int, seconds: float, deadline_s: float | None = None,
+            ignore_pushback: bool = False) -> LoadReport:
         if self._pool is None or clients < 2:
-            return asyncio.run(run_load(connection, images, clients, seconds, deadline_s))
+            return asyncio.run(run_load(connection, images, clients, seconds, deadline_s, ignore_pushback=ignore_pushback))
         n = min(self.processes, clients)
         shares = [clients // n + (i < clients % n) for i in range(n)]
         start_at = time.time() + (1.0 if self._started else 8.0)  # the first time, interpreters start and import grpc
         self._started = True
-        futures = [self._pool.submit(_load_from_process, connection, images, k, seconds, deadline_s, start_at) for k in shares]
+        futures = [self._pool.submit(_load_from_process, connection, images, k, seconds, deadline_s, start_at, ignore_pushback) for k in shares]
         return LoadReport.merged([f.result() for f in futures])
 
     def __enter__(self) -> ClientProcesses:
@@ -186,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--deadline-s", type=float, default=None, help="per-request deadline (default: none)")
     parser.add_argument("--api-key", default=None)
+    parser.add_argument("--ignore-pushback", action="store_true", help="retry a refused call at once (a retry storm)")
     parser.add_argument("--processes", type=int, default=1, help="client processes (more only where the clients are the limit)")
     parser.add_argument("--json", type=Path, help="also write the reports as JSON")
     args = parser.parse_args(argv)
@@ -197,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     reports = []
     with ClientProcesses(args.processes) as load:
         for clients in args.clients:
-            report = load.run(connection, images, clients, args.seconds, args.deadline_s)
+            report = load.run(connection, images, clients, args.seconds, args.deadline_s, args.ignore_pushback)
             print(report.table(), flush=True)
             reports.append(report.summary())
     if args.json:

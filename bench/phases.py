@@ -18,9 +18,9 @@ import numpy as np
 
 import server  # noqa: F401  (offline before Ultralytics is imported)
 from bench.load import ClientProcesses, percentile
-from bench.server_process import ServerProcess
-from server.engine import InferenceEngine
-from server.manifest import WeightsStore
+from server.process import ServerProcess
+from server.core.engine import InferenceEngine
+from server.core.manifest import WeightsStore
 from wildscreen.client import Connection
 
 SHARED_FOLDERS = ("met-ivory/ivory", "met-ivory/non_ivory", "reptiles", "pangolins", "negatives/caltech", "tiger-video/images", "snakes-boxed/images")
@@ -70,26 +70,27 @@ def bench_naive(model: Path, images: list[bytes], imgsz: int, device: str) -> di
 
 def bench_engine(weights: Path, device: str, backend: str, images: list[bytes], batch_size: int, workers: int) -> tuple[dict, dict]:
     """Batched throughput with decode threads feeding the model, single-image latency, stage times."""
-    from server.imageio import decode
-    from server.servicer import response_from_result
+    from server.core.decoding import ImageDecoder, decode
+    from server.grpc.servicer import response_from_result
 
     engine = InferenceEngine.load(WeightsStore(weights), None, device, backend, 0, batch_size)
+    decoder = ImageDecoder(engine.input_size, engine.backend.device)
 
     for _ in range(2):
-        engine.run([engine.decode_and_prepare(images[0])[1]] * batch_size, 0.25)
+        engine.run([decoder.prepare(images[0])[1]] * batch_size, 0.25)
     # Single-image latency: bytes in, detections out, one at a time.
     single = []
     for b in images[: min(24, len(images))]:
         t = time.perf_counter()
-        engine.run([engine.decode_and_prepare(b)[1]], 0.25)
+        engine.run([decoder.prepare(b)[1]], 0.25)
         single.append((time.perf_counter() - t) * 1000)
     # Stage times, measured one stage at a time on the whole set.
     stages: dict[str, float] = {}
     t = time.perf_counter()
-    decoded = [decode(b, min_side=None if engine.decode_on_device else engine.input_size) for b in images]
+    decoded = [decode(b, min_side=None if decoder.on_device else engine.input_size) for b in images]
     stages["decode"] = (time.perf_counter() - t) * 1000 / len(images)
     t = time.perf_counter()
-    prepared = [engine.prepare(d) for d in decoded]
+    prepared = [decoder.letterbox(d) for d in decoded]
     stages["letterbox"] = (time.perf_counter() - t) * 1000 / len(images)
     timings: dict[str, float] = {}
     results = []
@@ -105,7 +106,7 @@ def bench_engine(weights: Path, device: str, backend: str, images: list[bytes], 
     # Batched throughput: decode threads and the model thread overlapping, as in the server.
     pool = ThreadPoolExecutor(workers)
     start = time.perf_counter()
-    futures = [pool.submit(engine.decode_and_prepare, b) for b in images]
+    futures = [pool.submit(decoder.prepare, b) for b in images]
     done = 0
     while done < len(images):
         chunk = [f.result()[1] for f in futures[done : done + batch_size]]
@@ -119,8 +120,8 @@ def bench_engine(weights: Path, device: str, backend: str, images: list[bytes], 
 
 
 def _fake_result(engine: InferenceEngine, detections, prepared):
-    from server.policy import verdicts_for, decide
-    from server.screening import ScreenResult, Timing
+    from server.core.policy import verdicts_for, decide
+    from server.core.screening import ScreenResult, Timing
 
     policies = engine.manifest.policies
     verdicts = verdicts_for(policies, detections.class_id, detections.confidence)

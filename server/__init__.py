@@ -1,24 +1,35 @@
 """wildscreen's screening service: decode, batch, detect, decide, draw.
 
-Layout, one concern per module:
-    config      ServerConfig: flags and WILDSCREEN_* variables
-    taxonomy    the classes (ids never change)
-    manifest    weights/ contract: manifest.json, sha256, versions
-    policy      thresholds -> verdicts
-    imageio     the one image decoder (and overlay encoder)
-    geometry    letterbox and EXIF orientation, pure functions
-    detections  the one result type
-    backends    PyTorch and ONNX Runtime forward passes
-    engine      a loaded model: prepare, run, warm up
-    batching    dynamic batching over asyncio
-    screening   the protocol-agnostic core
-    overlay     reviewer overlays
-    servicer    gRPC <-> core
-    app         the grpc.aio server with health and reflection
-    main        the wildscreen-serve entry point
+Layers, each importing only the ones below it (tests/test_architecture.py checks it):
+
+    main, workers       the wildscreen-serve entry point; the --workers supervisor
+    grpc/               the gRPC edge: protos in, core calls, protos out
+        app             the grpc.aio server with health and reflection
+        servicer        Screening RPCs <-> core.screening
+        status          the ONE table from domain errors to status codes
+        auth            API-key interceptor (which RPCs need which role)
+        observability   RPC counts and the access log
+    core/               the screening core: no protocol, no `import grpc`
+        screening       the pipeline: admit, validate, decode, batch, decide, draw
+        pacing          refusals answered at a bounded rate under a retry storm
+        batching        dynamic batching over asyncio
+        engine          a loaded model: batched forward and NMS, boxes back
+        backends        PyTorch and ONNX Runtime forward passes
+        decoding        the one decoder: host, reduced-size and device decoding
+        geometry        letterbox and EXIF orientation, pure functions
+        detections      the one result type
+        policy          thresholds -> verdicts, the one vectorised rule
+        overlay         reviewer overlays
+        manifest        weights/ contract: manifest.json, sha256, versions, a model's classes
+        taxonomy        the classes (ids never change; it only grows)
+        keys            the API-keys file
+        metrics         Prometheus metrics
+        errors          the domain error tree
+    config              ServerConfig, the one settings object: flags and WILDSCREEN_* variables
+    process             the serving line, and the server as a child process
+    logs                structured logging
 """
 
-import os
+from server.config import stay_offline
 
-# wildscreen never downloads at run time: tell Ultralytics so before anything imports it.
-os.environ.setdefault("YOLO_OFFLINE", "1")
+stay_offline()

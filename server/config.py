@@ -15,7 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ENV_PREFIX = "WILDSCREEN_"
+DEFAULT_API_KEYS_FILE = Path("api-keys.json")
+"""Where `wildscreen-serve keys add` writes when neither --file nor WILDSCREEN_API_KEYS_FILE says."""
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (taskset, cpusets of a container), not the machine's count:
+    thread pools sized by os.cpu_count() oversubscribe a pinned server."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _doc(text: str, **kwargs: typing.Any) -> typing.Any:
@@ -33,24 +44,36 @@ class ServerConfig:
     max_batch_size: int = _doc("most images in one forward pass", default=8)
     max_batch_delay_ms: float = _doc("longest wait for a batch to fill once its first image is ready", default=2.0)
     max_queue_size: int = _doc("images waiting for the model before new ones get RESOURCE_EXHAUSTED", default=64)
+    max_refusals_per_s: float = _doc("refusals answered per second at most: beyond that a refused call waits its turn "
+                                     "(never past its deadline), so clients that retry at once cannot take the model's CPU; "
+                                     "0 = answer every refusal at once", default=100.0)
+    max_waiting_refusal_bytes: int = _doc("request bytes held by refusals waiting their turn; beyond it they are answered at once",
+                                          default=64 * 1024 * 1024)
     max_request_bytes: int = _doc("largest encoded image accepted", default=20 * 1024 * 1024)
     max_image_pixels: int = _doc("largest width x height accepted, checked from the header before decoding", default=50_000_000)
-    decode_workers: int = _doc("threads decoding images; 0 = one per CPU core", default=0)
-    torch_threads: int = _doc("threads PyTorch uses on CPU; 0 = one per CPU core", default=0)
+    decode_workers: int = _doc("threads decoding images; 0 = one per CPU core this process may use", default=0)
+    torch_threads: int = _doc("threads PyTorch and ONNX Runtime use on CPU; 0 = one per CPU core this process may use", default=0)
     default_max_detections: int = _doc("detections listed when a request leaves max_detections at 0", default=100)
     max_stream_in_flight: int = _doc("images of one ScreenStream being screened at once", default=32)
     tls_cert: Path | None = _doc("PEM certificate chain; with --tls-key turns TLS on", default=None)
     tls_key: Path | None = _doc("PEM private key of --tls-cert", default=None)
     tls_client_ca: Path | None = _doc("PEM CA bundle; when set, clients must present a certificate it signed (mTLS)", default=None)
     insecure: bool = _doc("allow plaintext on a non-loopback address", default=False)
-    api_keys_file: Path | None = _doc("file of hashed API keys (`wildscreen keys add`); unset = no key needed", default=None)
+    api_keys_file: Path | None = _doc("file of hashed API keys (`wildscreen-serve keys add`); unset = no key needed", default=None)
+    health_port: int = _doc("plaintext port on the same host serving grpc.health.v1 only, for probes that cannot speak "
+                            "TLS (Kubernetes' grpc probes); 0 = off (health is always on --port too)", default=0)
     metrics_port: int = _doc("port of the Prometheus /metrics endpoint on the same host; 0 = off", default=0)
     workers: int = _doc("server processes sharing the port (SO_REUSEPORT); more than 1 where one process's Python "
                         "is the limit, as on a GPU; each loads its own copy of the model", default=1)
     worker_index: int = _doc("set by the --workers supervisor for each worker; -1 = not supervised", default=-1)
     grace_period_s: float = _doc("on SIGTERM, how long requests in flight get to finish", default=10.0)
+    max_connection_age_s: float = _doc("close each client connection after this long (GOAWAY, then --grace-period-s for "
+                                       "its calls in flight), so clients re-resolve a DNS name and find new replicas; "
+                                       "0 = never", default=0.0)
     log_format: str = _doc("json or text", default="json")
     log_level: str = _doc("DEBUG, INFO, WARNING or ERROR", default="INFO")
+    switch_interval_s: float = _doc("Python's thread switch interval; the model thread gives up the GIL around every tensor op "
+                                    "and must win it back from a busy event loop (Python's default 5 ms stalls it)", default=0.001)
 
     def __post_init__(self) -> None:
         problems = []
@@ -62,6 +85,8 @@ class ServerConfig:
             problems.append("max_batch_delay_ms must not be negative")
         if self.workers < 1:
             problems.append("workers must be at least 1")
+        if self.max_refusals_per_s < 0:
+            problems.append("max_refusals_per_s must not be negative")
         if self.max_queue_size < self.max_batch_size:
             problems.append("max_queue_size must be at least max_batch_size")
         if self.backend not in ("auto", "torch", "onnx"):
@@ -72,10 +97,24 @@ class ServerConfig:
             problems.append("--tls-cert and --tls-key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:
             problems.append("--tls-client-ca needs --tls-cert and --tls-key")
+        if not 0 <= self.health_port <= 65535 or (self.health_port and self.health_port == self.port):
+            problems.append(f"health_port {self.health_port} must be in 0..65535 and differ from port")
+        if self.max_connection_age_s < 0:
+            problems.append("max_connection_age_s must not be negative")
+        if self.switch_interval_s <= 0:
+            problems.append("switch_interval_s must be positive")
         if self.log_format not in ("json", "text"):
             problems.append(f"log_format {self.log_format!r} is not json or text")
         if problems:
             raise ValueError("; ".join(problems))
+
+    @property
+    def decode_threads(self) -> int:
+        return self.decode_workers or usable_cores()
+
+    @property
+    def model_threads(self) -> int:
+        return self.torch_threads or usable_cores()
 
     @property
     def tls(self) -> bool:
@@ -83,8 +122,12 @@ class ServerConfig:
 
     @property
     def address(self) -> str:
+        return self.address_on(self.port)
+
+    def address_on(self, port: int) -> str:
+        """host:port of this host (IPv6 in brackets) for any of the ports it serves."""
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
-        return f"{host}:{self.port}"
+        return f"{host}:{port}"
 
     def refusal(self) -> str | None:
         """Why this configuration must not start, or None: plaintext off loopback needs --insecure."""
@@ -135,7 +178,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wildscreen-serve",
         description="Serve the wildscreen detector over gRPC.",
-        epilog=f"Every flag can also be set as {ENV_PREFIX}<FLAG_NAME>, e.g. {ENV_PREFIX}PORT=50052.",
+        epilog=f"Every flag can also be set as {ENV_PREFIX}<FLAG_NAME>, e.g. {ENV_PREFIX}PORT=50052. "
+               "API keys: `wildscreen-serve keys add NAME --role screen|admin --file FILE`.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     hints = typing.get_type_hints(ServerConfig)
@@ -154,3 +198,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         else:
             parser.add_argument(flag, type=convert, default=default, help=f.metadata["help"])
     return parser
+
+
+def stay_offline() -> None:
+    """wildscreen never downloads at run time: tell Ultralytics so before anything imports it."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")

@@ -1,39 +1,37 @@
-"""`wildscreen-serve` (and `python -m server`): serve the model in weights/ over gRPC."""
+"""`wildscreen-serve` (and `python -m server`): serve the model in weights/ over gRPC.
+
+    wildscreen-serve [--port 50051 ...]                      serve (every flag also a WILDSCREEN_* variable)
+    wildscreen-serve keys add NAME [--role admin] [--file F]  create an API key, print it once
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import argparse
 import os
-import re
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from server.config import ServerConfig
+from server.config import DEFAULT_API_KEYS_FILE, ServerConfig
 from server.logs import configure
+from server.process import serving_line
 
 log = logging.getLogger("server")
-
-SERVING_LINE = re.compile(r"wildscreen serving (?P<version>\S+) on (?P<host>\S+):(?P<port>\d+)")
-"""What a server prints on stdout once it answers: the --workers supervisor, the tests and the
-benchmarks wait for it (and learn the port of --port 0 from it)."""
-
-
-def serving_line(version: str, host: str, port: int) -> str:
-    return f"wildscreen serving {version} on {host}:{port}"
 
 
 async def serve(config: ServerConfig) -> None:
     import torch
 
-    from server.app import WildscreenServer
+    from server.grpc.app import WildscreenServer
 
-    torch.set_num_threads(config.torch_threads or os.cpu_count() or 1)
+    torch.set_num_threads(config.model_threads)
     # The model thread gives up the GIL around every tensor op and must win it back from the event
     # loop; with Python's default 5 ms switch interval a busy loop (a flood of rejected requests)
     # stalls the forward pass for milliseconds per op. 1 ms keeps the model fed.
-    sys.setswitchinterval(float(os.environ.get("WILDSCREEN_SWITCH_INTERVAL_S", "0.001")))
+    sys.setswitchinterval(config.switch_interval_s)
     server = WildscreenServer(config)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -62,7 +60,34 @@ async def serve(config: ServerConfig) -> None:
     await server.stop()
 
 
+def keys_command(argv: Sequence[str]) -> int:
+    """`wildscreen-serve keys add NAME`: the server's key management (the client never needs it)."""
+    from server.core.keys import ROLES, KeyStore
+
+    parser = argparse.ArgumentParser(prog="wildscreen-serve keys", description="Manage the server's API keys.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add = sub.add_parser("add", help="create a key; it is printed once and only its hash is stored")
+    add.add_argument("name")
+    add.add_argument("--role", choices=ROLES, default="screen")
+    add.add_argument("--file", type=Path, default=None,
+                     help=f"keys file; default: --api-keys-file of the server's settings (WILDSCREEN_API_KEYS_FILE), "
+                          f"else {DEFAULT_API_KEYS_FILE}")
+    args = parser.parse_args(argv)
+    keys_file = args.file or ServerConfig.from_args([]).api_keys_file or DEFAULT_API_KEYS_FILE
+    try:
+        key = KeyStore(keys_file).add(args.name, args.role)
+    except ValueError as exc:
+        print(f"wildscreen-serve: {exc}", file=sys.stderr)
+        return 2
+    print(f"API key for {args.name} (role {args.role}) in {keys_file}; it is shown only now, store it safely:", file=sys.stderr)
+    print(key)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["keys"]:
+        return keys_command(argv[1:])
     config = ServerConfig.from_args(argv)
     configure(config.log_format, config.log_level)
     refusal = config.refusal()

@@ -25,8 +25,8 @@ import sys
 import threading
 import time
 
-from server.config import ServerConfig
-from server.main import SERVING_LINE, serving_line
+from server.config import ServerConfig, usable_cores
+from server.process import SERVING_LINE, serving_line
 
 log = logging.getLogger("server.workers")
 RESTART_DELAY_S = 0.5
@@ -35,7 +35,7 @@ MAX_RESTART_DELAY_S = 30.0
 
 def worker_config(config: ServerConfig, port: int, index: int) -> ServerConfig:
     """A worker's share: the fixed port, its own metrics port, its share of the CPU cores."""
-    share = max(1, (os.cpu_count() or 1) // config.workers)
+    share = max(1, usable_cores() // config.workers)
     return dataclasses.replace(
         config, port=port, workers=1, worker_index=index,
         metrics_port=config.metrics_port + index if config.metrics_port else 0,

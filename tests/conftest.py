@@ -3,28 +3,15 @@ synthetic shapes, and the real server on a free loopback port."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import grpc
 import pytest
 
-os.environ.setdefault("YOLO_OFFLINE", "1")
-
-import server  # noqa: E402,F401  (offline before anything imports Ultralytics)
-from bench.server_process import ServerProcess  # noqa: E402
-from tests.synthetic import write_yolo_dataset  # noqa: E402
-
-SHARED = Path(os.environ.get("WILDSCREEN_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-
-
-def needs_shared(*parts: str) -> Path:
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} is absent (../shared holds the real images; CI has it, a fresh clone may not)")
-    return path
-
+import server  # noqa: F401  (offline before anything imports Ultralytics)
+from server.process import ServerProcess
+from tests.support.synthetic import write_yolo_dataset
 
 @pytest.fixture(scope="session")
 def untrained_weights(tmp_path_factory) -> Path:

@@ -4,9 +4,9 @@ trained on in a test-split image of that class (../shared; skipped where it is a
 import grpc
 import pytest
 
-from bench.server_process import REPO, ServerProcess
-from server.manifest import WeightsStore
-from tests.conftest import SHARED
+from server.core.manifest import WeightsStore
+from server.process import REPO, ServerProcess
+from tests.support.shared import SHARED
 from training.evaluate import example_image
 from wildscreen.v1 import screening_pb2 as pb
 from wildscreen.v1 import screening_pb2_grpc as pb_grpc

@@ -29,9 +29,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from server.detections import Detections
-from server.imageio import decode
-from server.taxonomy import LABELS, NAMES, by_label
+from server.core.detections import Detections
+from server.core.decoding import decode
+from server.core.taxonomy import LABELS, NAMES, by_label
 from training import sheets
 from training.layout import LabelBox, image_files_under, write_labels
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from server.core.policy import reaches
+
 FALLBACK_REVIEW_THRESHOLD = 0.25
 MIN_POSITIVES = 5
 MIN_REVIEW_THRESHOLD = 0.05
@@ -58,7 +60,7 @@ class Calibration:
 
 
 def operating_point(scores: np.ndarray, positives: np.ndarray, threshold: float) -> OperatingPoint:
-    predicted = scores >= threshold
+    predicted = reaches(scores, threshold)
     tp = int(np.sum(predicted & positives))
     n_pred = int(np.sum(predicted))
     n_pos = int(np.sum(positives))

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from server.imageio import decode
-from server.taxonomy import TAXONOMY
+from server.core.decoding import decode
+from server.core.taxonomy import TAXONOMY
 from training.layout import SPLITS, Dataset
 from training.phash import DEFAULT_MAX_DISTANCE, hash_files, near_duplicate_pairs
 

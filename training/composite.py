@@ -23,9 +23,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from server.detections import Detections
-from server.imageio import decode
-from server.taxonomy import by_label
+from server.core.detections import Detections
+from server.core.decoding import decode
+from server.core.taxonomy import by_label
 from training.autolabel import plain_background_mask
 from training.layout import Dataset, LabelBox, MetaRow, write_labels
 from training.sheets import contact_sheet

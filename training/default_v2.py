@@ -100,7 +100,7 @@ def wildscan_rows(shared: Path, seed: int) -> list[dict]:
 
 def wildscan_product_export(shared: Path, rows: list[dict], out: Path) -> dict[str, Path]:
     """The seizure photos with the boxes a person wrote for them, one YOLO export per class."""
-    from server.imageio import probe
+    from server.core.decoding import probe
 
     with open(WILDSCAN_BOXES, newline="") as f:
         boxes = {r["file"]: r for r in csv.DictReader(f)}

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from server.detections import Detections
-from server.policy import ClassPolicy, Verdict
-from server.taxonomy import LABELS, TAXONOMY
+from server.core.detections import Detections
+from server.core.policy import ClassPolicy, Verdict, image_verdicts
+from server.core.taxonomy import LABELS, TAXONOMY
 from training.calibrate import Calibration, calibrate_class, operating_point
 from training.layout import Dataset
 from training.sheets import contact_sheet
@@ -86,17 +86,8 @@ def score_split(engine, dataset: Dataset, images: list[Path], batch: int, desc: 
     return ScoredImages(images, scores, truth, sources, found)
 
 
-def verdicts(scores: np.ndarray, policies: tuple[ClassPolicy, ...]) -> np.ndarray:
-    out = np.full(len(scores), int(Verdict.CLEAR))
-    for p in policies:
-        out = np.maximum(out, np.where(scores[:, p.id] >= p.review_threshold, int(Verdict.REVIEW), int(Verdict.CLEAR)))
-        if p.flag_threshold is not None:
-            out = np.maximum(out, np.where(scores[:, p.id] >= p.flag_threshold, int(Verdict.FLAG), int(Verdict.CLEAR)))
-    return out
-
-
 def image_level(scored: ScoredImages, policies: tuple[ClassPolicy, ...]) -> dict[str, Any]:
-    v = verdicts(scored.scores, policies)
+    v = image_verdicts(scored.scores, policies)
     clean = ~scored.truth.any(1)
     result: dict[str, Any] = {"images": len(v), "per_class": {}, "clean": {}, "by_source": {}}
     for p in policies:

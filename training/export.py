@@ -14,12 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from server.detections import Detections
+from server.core.decoding import ImageDecoder
+from server.core.detections import Detections
 from training.modelfile import candidate_engine, checkpoint_facts
 
 AGREEMENT_FILE = "export.json"
 MIN_IOU = 0.9
 MAX_CONFIDENCE_DIFFERENCE = 0.02
+PROBE_FLOOR = 0.001
+"""Both engines run down to here; the comparison then keeps what is above its floor."""
 
 
 @dataclass(frozen=True)
@@ -69,17 +72,26 @@ def match(
 
 
 def compare_engines(reference, candidate, images: list[Path], floor: float = 0.1, batch: int = 4) -> Agreement:
-    total = matched = 0
-    min_iou, max_diff = 1.0, 0.0
+    """Match the candidate's detections to the reference's on `images`, at `floor`, or at half the
+    reference's best confidence when that is lower: the check compares whatever the reference finds,
+    however confident the model is (a weakly trained model still gets a real comparison)."""
+    decoder = ImageDecoder(reference.input_size, reference.backend.device)
+    prepared = []
     for start in range(0, len(images), batch):
         chunk = [p.read_bytes() for p in images[start : start + batch]]
-        prepared = [reference.decode_and_prepare(data)[1] for data in chunk]
-        for r, c in zip(reference.run(prepared, floor), candidate.run(prepared, floor)):
-            n, m, iou, diff = match(r, c, floor)
+        prepared.append([decoder.prepare(data)[1] for data in chunk])
+    outputs = [(reference.run(chunk, PROBE_FLOOR), candidate.run(chunk, PROBE_FLOOR)) for chunk in prepared]
+    best = max((float(d.confidence.max()) for refs, _ in outputs for d in refs if len(d)), default=0.0)
+    floor = min(floor, best / 2)
+    total = matched = 0
+    min_iou, max_diff = 1.0, 0.0
+    for refs, cands in outputs:
+        for r, c in zip(refs, cands):
+            n, m, iou, diff = match(r.above(floor), c.above(floor), floor)
             total, matched = total + n, matched + m
             min_iou, max_diff = min(min_iou, iou), max(max_diff, diff)
     # No detections compared proves nothing (an untrained model): that is not agreement.
-    return Agreement(len(images), total, matched, min_iou, max_diff, total > 0 and matched == total, floor)
+    return Agreement(len(images), total, matched, min_iou, max_diff, total > 0 and matched == total, round(floor, 4))
 
 
 def export_onnx(model: Path, imgsz: int | None = None) -> Path:

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from server.imageio import probe
+from server.core.decoding import probe
 from training.layout import IMAGE_SUFFIXES, Dataset, LabelBox, MetaRow, image_files_under, write_labels
 from training.mapping import ClassMapping
 
@@ -196,7 +196,7 @@ def import_source(
     YOLO source's class names where it has no data.yaml; `image_label` records the image-level class
     every image of this source shows (a folder-labelled source), boxed or not."""
     if image_label and image_label != "background":
-        from server.taxonomy import by_label
+        from server.core.taxonomy import by_label
 
         by_label(image_label)
     if fmt == "yolo":

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from server.taxonomy import NAMES
+from server.core.taxonomy import NAMES
 
 SPLITS = ("train", "val", "test", "calibration", "holdout")
 """calibration and holdout: whole sources kept out of train/val/test, to calibrate thresholds on and

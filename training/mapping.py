@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from server.taxonomy import LABELS, by_label
+from server.core.taxonomy import LABELS, by_label
 
 BACKGROUND = "background"
 

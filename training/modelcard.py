@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from server.taxonomy import TAXONOMY
+from server.core.taxonomy import TAXONOMY
 
 PLOTS = ("image_pr_test.png", "image_pr_holdout.png", "BoxPR_curve.png", "confusion_matrix_normalized.png")
 

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm import tqdm
 
-from server.taxonomy import NAMES
+from server.core.taxonomy import NAMES
 
 if TYPE_CHECKING:
-    from server.detections import Detections
-    from server.engine import InferenceEngine, PreparedImage
+    from server.core.detections import Detections
+    from server.core.decoding import PreparedImage
+    from server.core.engine import InferenceEngine
 
 
 def build_untrained(path: Path, architecture: str = "yolov5n.yaml", input_size: int = 416, seed: int = 0) -> Path:
@@ -78,11 +79,11 @@ def candidate_engine(path: Path, device: str = "auto", backend_path: Path | None
     checks, autolabelling): the same decode, letterbox, forward and NMS the server will use.
     With `backend_path` (an .onnx file), ONNX Runtime runs instead of PyTorch; `input_size`
     overrides the size the checkpoint was trained at (YOLO runs at any multiple of 32)."""
-    from server.backends import OnnxBackend, TorchBackend, resolve_device
-    from server.engine import InferenceEngine
-    from server.manifest import ModelManifest, sha256_of
-    from server.policy import ClassPolicy
-    from server.taxonomy import TAXONOMY
+    from server.core.backends import OnnxBackend, TorchBackend, resolve_device
+    from server.core.engine import InferenceEngine
+    from server.core.manifest import ModelManifest, sha256_of
+    from server.core.policy import ClassPolicy
+    from server.core.taxonomy import TAXONOMY
 
     facts = checkpoint_facts(path)
     manifest = ModelManifest(
@@ -103,7 +104,10 @@ def detect_in_files(
 ) -> Iterator[tuple[Path, PreparedImage, Detections]]:
     """Image files through `engine` in batches, read as the server reads request bytes, with a
     progress bar: (path, prepared image, detections at >= floor) for each, in order."""
+    from server.core.decoding import ImageDecoder
+
+    decoder = ImageDecoder(engine.input_size, engine.backend.device)
     for start in tqdm(range(0, len(images), batch), desc=desc, unit="batch"):
         chunk = images[start : start + batch]
-        prepared = [engine.decode_and_prepare(path.read_bytes())[1] for path in chunk]
+        prepared = [decoder.prepare(path.read_bytes())[1] for path in chunk]
         yield from zip(chunk, prepared, engine.run(prepared, floor))

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from server.imageio import decode
+from server.core.decoding import decode
 
 DEFAULT_MAX_DISTANCE = 6
 """Hamming distance (of 64 bits) at or below which two images count as near duplicates."""

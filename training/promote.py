@@ -12,10 +12,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from server.errors import ModelError
-from server.manifest import ExportedFile, ModelManifest, WeightsStore, now_iso, sha256_of
-from server.policy import ClassPolicy
-from server.taxonomy import NAMES, TAXONOMY
+from server.core.errors import ModelError
+from server.core.manifest import ExportedFile, ModelManifest, WeightsStore, now_iso, sha256_of
+from server.core.policy import ClassPolicy
+from server.core.taxonomy import NAMES, TAXONOMY
 from training.modelfile import checkpoint_facts
 
 # Used only for a model promoted without an evaluation (the untrained placeholder): arbitrary,

@@ -12,9 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from server.detections import Detections
-from server.imageio import decode
-from server.overlay import draw_overlay
+from server.core.detections import Detections
+from server.core.decoding import decode
+from server.core.overlay import draw_overlay
 
 SheetItem = tuple[Path, Detections, str]
 """An image, the boxes to draw on it (pixels of the upright image) and a caption under it."""

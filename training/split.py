@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.taxonomy import LABELS
+from server.core.taxonomy import LABELS
 from training.layout import Dataset, read_labels
 from training.phash import DEFAULT_MAX_DISTANCE, clusters, hash_files, near_duplicate_pairs
 

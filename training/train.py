@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from server.manifest import now_iso, sha256_of
-from server.taxonomy import NAMES
+from server.core.manifest import now_iso, sha256_of
+from server.core.taxonomy import NAMES
 from training.layout import Dataset
 
 RUN_RECORD = "wildscreen_run.json"

@@ -3,7 +3,8 @@
     wildscreen screen photo.jpg listings/ --overlays review/   one JSON line per image
     wildscreen info                                            the model, thresholds, device
     wildscreen reload [--version v3]                           admin: swap in another model
-    wildscreen keys add NAME --role screen --file keys.json    create an API key, print it once
+
+API keys are made on the server's side: `wildscreen-serve keys add NAME`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from wildscreen.client import Connection, image_files
+from wildscreen.client import LOAD_BALANCING_POLICIES, Connection, image_files
 from wildscreen.v1 import screening_pb2 as pb
 from wildscreen.v1 import screening_pb2_grpc as pb_grpc
 
@@ -33,6 +34,8 @@ def _connection(args: argparse.Namespace) -> Connection:
         client_key=args.tls_key,
         api_key=args.api_key,
         server_name=args.tls_server_name,
+        retries=True,
+        load_balancing=args.lb,
     )
 
 
@@ -112,25 +115,15 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return _unary(args, "ReloadModel", pb.ReloadModelRequest(version=args.version or ""))
 
 
-def cmd_keys_add(args: argparse.Namespace) -> int:
-    from server.auth import KeyStore
-
-    try:
-        key = KeyStore(args.file).add(args.name, args.role)
-    except ValueError as exc:
-        print(f"wildscreen: {exc}", file=sys.stderr)
-        return 2
-    print(f"API key for {args.name} (role {args.role}); it is shown only now, store it safely:", file=sys.stderr)
-    print(key)
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wildscreen", description="Screen listing images with a wildscreen server.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_connection(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--server", default=os.environ.get("WILDSCREEN_SERVER", "127.0.0.1:50051"), help="host:port")
+        p.add_argument("--server", default=os.environ.get("WILDSCREEN_SERVER", "127.0.0.1:50051"),
+                       help="host:port, dns:///host:port or ipv4:a:port,b:port (or WILDSCREEN_SERVER)")
+        p.add_argument("--lb", choices=LOAD_BALANCING_POLICIES, default=os.environ.get("WILDSCREEN_LB", "pick_first"),
+                       help="round_robin: spread calls over every address the server name resolves to (or WILDSCREEN_LB)")
         p.add_argument("--api-key", default=os.environ.get("WILDSCREEN_API_KEY"), help="or WILDSCREEN_API_KEY")
         p.add_argument("--tls-ca", type=Path, help="CA certificate (PEM) that signed the server's; turns TLS on")
         p.add_argument("--tls-cert", type=Path, help="client certificate (PEM) for mutual TLS")
@@ -153,13 +146,6 @@ def build_parser() -> argparse.ArgumentParser:
     reload = with_connection(sub.add_parser("reload", help="admin: load the current (or a named) model version"))
     reload.add_argument("--version", help="a version in the server's weights/; default: the current one")
     reload.set_defaults(handler=cmd_reload)
-
-    keys = sub.add_parser("keys", help="manage the server's API keys").add_subparsers(dest="keys_command", required=True)
-    add = keys.add_parser("add", help="create a key; it is printed once and only its hash is stored")
-    add.add_argument("name")
-    add.add_argument("--role", choices=["screen", "admin"], default="screen")
-    add.add_argument("--file", type=Path, default=Path(os.environ.get("WILDSCREEN_API_KEYS_FILE", "api-keys.json")))
-    add.set_defaults(handler=cmd_keys_add)
     return parser
 
 

@@ -3,32 +3,30 @@
 import re
 import signal
 import time
-import urllib.request
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 import psutil
 import pytest
 
-from bench.server_process import ServerProcess
 from server.config import ServerConfig
-from tests.server.test_grpc_untrained import jpeg
-from tests.server.test_reliability import free_port
+from server.process import ServerProcess
+from tests.support.images import jpeg
+from tests.support.metrics import screened_count
+from tests.support.ports import free_port
 from wildscreen.v1 import screening_pb2 as pb
 from wildscreen.v1 import screening_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.slow
 
 
-def screened_count(metrics_port: int) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
-    return sum(float(v) for v in re.findall(r'^wildscreen_images_total\{code="OK"\} (\S+)$', text, re.M))
-
-
 def screen_on_fresh_channels(target: str, n: int) -> list[str]:
-    """One channel (so one connection) per request: the kernel spreads connections over workers."""
+    """One channel, and one connection, per request: the kernel spreads connections over workers.
+    (Without a local subchannel pool, gRPC lets a new channel reuse the connection of the one just
+    closed when it has not gone yet: seen on one core, all 16 requests on one worker.)"""
     codes = []
     for i in range(n):
-        with grpc.insecure_channel(target) as channel:
+        with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
             try:
                 pb_grpc.ScreeningStub(channel).Screen(pb.ScreenRequest(image=jpeg(96, 64, seed=i)), timeout=30)
                 codes.append("OK")
@@ -38,10 +36,14 @@ def screen_on_fresh_channels(target: str, n: int) -> list[str]:
 
 
 def test_workers_share_the_port_and_the_supervisor_replaces_one_that_dies(untrained_weights):
-    metrics = free_port()
-    with ServerProcess(untrained_weights, "--workers", "2", "--max-batch-size", "2", "--metrics-port", str(metrics)) as proc:
+    metrics, health_port = free_port(), free_port()
+    args = ("--workers", "2", "--max-batch-size", "2", "--metrics-port", str(metrics), "--health-port", str(health_port))
+    with ServerProcess(untrained_weights, *args) as proc:
         pids = [int(p) for p in re.search(r"pids ([\d ]+)\)", proc.banner).group(1).split()]
         assert len(pids) == 2 and "with 2 workers" in proc.banner
+        with grpc.insecure_channel(f"127.0.0.1:{health_port}") as channel:  # both workers share the probes' port too
+            check = health_pb2_grpc.HealthStub(channel).Check
+            assert check(health_pb2.HealthCheckRequest(), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
         assert screen_on_fresh_channels(proc.target, 16) == ["OK"] * 16
         per_worker = [screened_count(metrics), screened_count(metrics + 1)]
         assert sum(per_worker) == 16 and min(per_worker) > 0, per_worker

@@ -3,7 +3,7 @@ import shutil
 import cv2
 import pytest
 
-from tests.synthetic import write_negatives, write_yolo_dataset
+from tests.support.synthetic import write_negatives, write_yolo_dataset
 from training.check import check_dataset, fix
 from training.importers import import_source
 from training.layout import Dataset, MetaRow

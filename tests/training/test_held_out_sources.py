@@ -4,10 +4,10 @@ hold sources out itself, calibration does not collapse to its floor. Fixtures fi
 import numpy as np
 import pytest
 
-from server.detections import Detections
-from server.policy import ClassPolicy
-from server.taxonomy import LABELS
-from tests.synthetic import write_negatives, write_yolo_dataset
+from server.core.detections import Detections
+from server.core.policy import ClassPolicy
+from server.core.taxonomy import LABELS
+from tests.support.synthetic import write_negatives, write_yolo_dataset
 from training.calibrate import MIN_REVIEW_THRESHOLD, calibrate_class
 from training.default_v2 import assign_groups, wildscan_group
 from training.evaluate import ScoredImages, hold_out_sources, image_level, source_table

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from tests.synthetic import write_coco_export, write_negatives, write_voc_export, write_yolo_dataset
+from tests.support.synthetic import write_coco_export, write_negatives, write_voc_export, write_yolo_dataset
 from training.importers import import_source
 from training.layout import Dataset, read_labels
 from training.mapping import ClassMapping, MappingError

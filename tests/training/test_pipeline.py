@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from server.manifest import WeightsStore
-from bench.server_process import ServerProcess
-from tests.synthetic import write_coco_export, write_negatives, write_voc_export, write_yolo_dataset
+from server.core.manifest import WeightsStore
+from server.process import ServerProcess
+from tests.support.synthetic import write_coco_export, write_negatives, write_voc_export, write_yolo_dataset
 from training.cli import main
 from wildscreen.v1 import screening_pb2 as pb
 
@@ -45,8 +45,10 @@ def test_labelled_folders_to_a_served_model(tmp_path, untrained_weights, stub_fo
     assert set(metrics["thresholds"]) == {"ivory", "pangolin_scales", "tiger_parts", "live_reptile"}
     assert (runs / "e2e" / "evaluation" / "model_card.md").read_text().startswith("# wildscreen model")
 
-    assert main(["export", "--model", str(best), "--samples", str(ds / "images"), "--max-samples", "8"]) in (0, 1)
+    exported = main(["export", "--model", str(best), "--samples", str(ds / "images"), "--max-samples", "8"])
     assert (runs / "e2e" / "weights" / "best.onnx").is_file()
+    agreement = json.loads((runs / "e2e" / "weights" / "export.json").read_text())["onnx"]["agreement"]
+    assert agreement["images"] == 8 and exported == (0 if agreement["agrees"] else 1)  # exit 1 says it disagreed
 
     weights = tmp_path / "weights"
     weights.mkdir()

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from server.taxonomy import LABELS
+from server.core.taxonomy import LABELS
 from training.default_v2 import PRODUCT_CLASSES, wildscan_rows
 from training.modelfile import candidate_engine, detect_in_files
 

@@ -1,0 +1,1 @@
+"""The screening core: no protocol, no gRPC. Edges (server.grpc, later HTTP) call into it."""

@@ -1,0 +1,89 @@
+"""Model backends: a uint8 batch of letterboxed images in, the raw detection head output out.
+
+    batch (B, 3, S, S) uint8 RGB  ->  forward()  ->  (B, 4 + classes, anchors) float tensor
+
+Both backends scale to 0..1 as one vectorised op, so NMS and everything after it is shared. The
+torch backend is the reference; ONNX Runtime is used on CPU when `weights/` holds an export that
+agreed with it and it is faster here.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from server.config import usable_cores
+from server.core.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(requested: str) -> torch.device:
+    """"auto" -> the first CUDA device when there is one, else the CPU."""
+    if requested == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {requested!r} asked for, but PyTorch sees no CUDA device")
+    return device
+
+
+class Backend(Protocol):
+    name: str
+    device: torch.device
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) uint8 RGB, on `device` -> raw predictions, on `device`."""
+        ...
+
+
+class TorchBackend:
+    """The Ultralytics model in PyTorch; FP16 on CUDA."""
+
+    def __init__(self, weights: Path, device: torch.device) -> None:
+        from ultralytics.nn.tasks import load_checkpoint  # heavy import, only when a model is loaded
+
+        try:
+            model, _ = load_checkpoint(str(weights), device=device, fuse=True)
+        except Exception as exc:  # the details are for the log, not for the caller
+            log.exception("cannot load a checkpoint", extra={"fields": {"file": str(weights)}})
+            raise ModelError(f"cannot load {weights.name} as an Ultralytics model; the server logged why") from exc
+        self.half = device.type == "cuda"
+        self.model = (model.half() if self.half else model.float()).eval()
+        self.device = device
+        self.name = "torch-fp16" if self.half else "torch"
+        self.names: dict[int, str] = dict(model.names)
+
+    @torch.inference_mode()
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        x = batch.half() if self.half else batch.float()
+        out = self.model(x.mul_(1.0 / 255.0))
+        return out[0] if isinstance(out, (list, tuple)) else out
+
+
+class OnnxBackend:
+    """ONNX Runtime on the CPU, for a model exported by `training export`."""
+
+    def __init__(self, weights: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or usable_cores()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(weights), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            log.exception("cannot load an ONNX model", extra={"fields": {"file": str(weights)}})
+            raise ModelError(f"cannot load {weights.name} in ONNX Runtime; the server logged why") from exc
+        self.input_name = self.session.get_inputs()[0].name
+        self.device = torch.device("cpu")
+        self.name = "onnxruntime"
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        x = batch.float().mul_(1.0 / 255.0).contiguous()
+        (out,) = self.session.run(None, {self.input_name: x.numpy()})[:1]
+        return torch.from_numpy(np.asarray(out))

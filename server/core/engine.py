@@ -1,0 +1,147 @@
+"""The inference engine: one loaded model, letterboxing, batched forward, NMS, boxes back.
+
+Not async and not gRPC: the batcher calls `run` in its worker thread, benchmarks and training's
+evaluation call it directly. One engine serves one model version; hot reload builds a new one.
+It takes `PreparedImage`s from `server.core.decoding` and decides nothing about bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from server.core.backends import Backend, OnnxBackend, TorchBackend, resolve_device
+from server.core.detections import Detections
+from server.core.decoding import PreparedImage, to_batch
+from server.core.errors import ModelError
+from server.core.geometry import Letterbox
+from server.core.manifest import ModelManifest, WeightsStore
+
+log = logging.getLogger(__name__)
+
+# Ultralytics' predict defaults, so that our detections are the ones `yolo predict` gives.
+NMS_IOU = 0.7
+NMS_MAX_DETECTIONS = 300
+
+
+class InferenceEngine:
+    def __init__(self, manifest: ModelManifest, backend: Backend) -> None:
+        if manifest.input_size % 32:
+            raise ModelError(f"input_size {manifest.input_size} is not a multiple of 32")
+        names = getattr(backend, "names", None)
+        if names is not None and len(names) != len(manifest.classes):
+            raise ModelError(f"model {manifest.version} has {len(names)} outputs; its manifest names {len(manifest.classes)} classes")
+        self.manifest = manifest
+        self.backend = backend
+        self.input_size = manifest.input_size
+        self._class_ids = np.array([c.id for c in manifest.classes], dtype=np.int64)
+        """Output index -> taxonomy id: a model detects the classes its manifest names, in that order."""
+
+    @classmethod
+    def load(
+        cls,
+        store: WeightsStore,
+        version: str | None = None,
+        device: str = "auto",
+        backend: str = "auto",
+        threads: int = 0,
+        batch_size_for_choice: int = 8,
+    ) -> InferenceEngine:
+        """Load `version` (default: current) from `store`, checking the file's sha256 first."""
+        manifest = store.get(version)
+        torch_device = resolve_device(device)
+        onnx = manifest.exports.get("onnx")
+        if backend == "onnx":
+            if onnx is None:
+                raise ModelError(f"model {manifest.version} has no ONNX export; run `training export` first")
+            if torch_device.type != "cpu":
+                raise ModelError("the ONNX backend runs on the CPU only; use --device cpu")
+            return cls(manifest, OnnxBackend(store.verified_path(onnx.file, onnx.sha256), threads))
+        reference = cls(manifest, TorchBackend(store.verified_path(manifest.file, manifest.sha256), torch_device))
+        if backend == "torch" or onnx is None or torch_device.type != "cpu" or not onnx.agreement.get("agrees"):
+            return reference
+        candidate = cls(manifest, OnnxBackend(store.verified_path(onnx.file, onnx.sha256), threads))
+        return pick_faster([reference, candidate], batch_size_for_choice)
+
+    @property
+    def device(self) -> str:
+        return str(self.backend.device)
+
+    def run(
+        self, images: Sequence[PreparedImage], min_confidence: float, timings: dict[str, float] | None = None
+    ) -> list[Detections | Exception]:
+        """Detections per image, in pixels of each upright original, above `min_confidence`; an
+        exception in place of the detections of an image that could not be decoded on the device.
+        With `timings`, adds the milliseconds of each stage (assemble, forward, nms) to it."""
+        from ultralytics.utils.nms import non_max_suppression
+
+        if not images:
+            return []
+        clock = _StageClock(self.backend.device, timings)
+        batch, failures = to_batch(list(images), self.backend.device, self.input_size)
+        clock.lap("assemble")
+        raw = self.backend.forward(batch)
+        clock.lap("forward")
+        kept = non_max_suppression(
+            raw, conf_thres=min_confidence, iou_thres=NMS_IOU, max_det=NMS_MAX_DETECTIONS,
+            nc=len(self.manifest.classes),
+        )
+        results: list[Detections | Exception] = []
+        for i, (image, rows) in enumerate(zip(images, kept)):
+            if i in failures:
+                results.append(failures[i])
+                continue
+            found = Detections.from_nms(rows.float().cpu().numpy())
+            boxes = image.letterbox.boxes_to_source(found.xyxy, image.width, image.height)
+            results.append(Detections(boxes, found.confidence, self._class_ids[found.class_id]))
+        clock.lap("nms")
+        return results
+
+    def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> None:
+        """Run each batch size once so that the first real request does not pay for lazy set-up."""
+        rng = np.random.default_rng(0)
+        for size in batch_sizes:
+            pixels = rng.integers(0, 255, (self.input_size, self.input_size, 3), dtype=np.uint8)
+            letterbox = Letterbox.fit(self.input_size, self.input_size, self.input_size)
+            self.run([PreparedImage(pixels, letterbox, self.input_size, self.input_size)] * size, 0.25)
+
+
+class _StageClock:
+    """Adds stage times to a dict when asked to; on CUDA it synchronises so that times are real."""
+
+    def __init__(self, device: torch.device, timings: dict[str, float] | None) -> None:
+        self.device, self.timings = device, timings
+        self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        if self.timings is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + (now - self.last) * 1000.0
+        self.last = now
+
+
+def pick_faster(engines: Sequence[InferenceEngine], batch_size: int, repeats: int = 3) -> InferenceEngine:
+    """The engine with the shortest median batch time on this machine; the others are dropped."""
+    timings = defaultdict(list)
+    for engine in engines:
+        engine.warm_up([batch_size])
+    for _ in range(repeats):  # interleaved, so that a burst of other load hits both alike
+        for i, engine in enumerate(engines):
+            start = time.perf_counter()
+            engine.warm_up([batch_size])
+            timings[i].append(time.perf_counter() - start)
+    medians = [float(np.median(timings[i])) for i in range(len(engines))]
+    best = int(np.argmin(medians))
+    log.info(
+        "backend choice",
+        extra={"fields": {e.backend.name + "_ms": round(t * 1000, 1) for e, t in zip(engines, medians)} | {"chosen": engines[best].backend.name}},
+    )
+    return engines[best]

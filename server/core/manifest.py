@@ -1,0 +1,198 @@
+"""The contract between training and serving: `weights/manifest.json` and the files it names.
+
+    weights/
+      manifest.json   {"schema_version": 1, "current": "v1", "versions": {"v0": {...}, "v1": {...}}}
+      v1.pt           the model file (Ultralytics checkpoint), sha256 in the manifest
+      v1.onnx         optional export, with its own sha256 and its agreement with the .pt
+      v1.md           the model card
+
+`training promote` is the only writer; the server only reads. A version, once written, is never
+overwritten, so a response's `model.version` and `model.sha256` always name one exact file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from server.core.errors import ModelError
+from server.core.policy import ClassPolicy
+from server.core.taxonomy import by_id
+
+SCHEMA_VERSION = 1
+INDEX_FILE = "manifest.json"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    """A second format of the same model (e.g. ONNX), checked against the .pt when exported."""
+
+    file: str
+    sha256: str
+    agreement: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    name: str
+    version: str
+    file: str
+    sha256: str
+    input_size: int
+    classes: tuple[ClassPolicy, ...]
+    trained: bool
+    default_min_confidence: float = 0.25
+    architecture: str = ""
+    created: str = ""
+    parent: str | None = None
+    card: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    exports: dict[str, ExportedFile] = field(default_factory=dict)
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        # The model's own classes, in the order of its outputs: any taxonomy classes, each once.
+        ids = [c.id for c in self.classes]
+        if not ids or len(set(ids)) != len(ids):
+            raise ModelError(f"model {self.version}: classes {ids} must name each class once, at least one")
+        for c in self.classes:
+            try:
+                known = by_id(c.id).label
+            except KeyError as exc:
+                raise ModelError(f"model {self.version}: class {c.id} ({c.label}) is not in the taxonomy: {exc.args[0]}") from None
+            if known != c.label:
+                raise ModelError(f"model {self.version}: class {c.id} is {known!r} in the taxonomy, not {c.label!r}")
+        if not 0.0 < self.default_min_confidence <= 1.0:
+            raise ModelError(f"model {self.version}: default_min_confidence must be in (0, 1]")
+
+    @property
+    def policies(self) -> dict[int, ClassPolicy]:
+        return {c.id: c for c in self.classes}
+
+    @property
+    def labels(self) -> dict[str, int]:
+        """Label -> taxonomy id of the classes this model detects."""
+        return {c.label: c.id for c in self.classes}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ModelManifest:
+        try:
+            fields = dict(raw)
+            fields["classes"] = tuple(ClassPolicy(**c) for c in raw["classes"])
+            fields["exports"] = {k: ExportedFile(**v) for k, v in raw.get("exports", {}).items()}
+            return cls(**fields)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"malformed model manifest {raw.get('version', '?')!r}: {exc}") from exc
+
+
+class WeightsStore:
+    """Reads and (for `training promote`) appends to a weights folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def index_path(self) -> Path:
+        return self.root / INDEX_FILE
+
+    def _read_index(self) -> dict[str, Any]:
+        if not self.index_path.exists():
+            return {"schema_version": SCHEMA_VERSION, "current": None, "versions": {}}
+        try:
+            index = json.loads(self.index_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelError(f"cannot read {self.index_path}: {exc}") from exc
+        if index.get("schema_version") != SCHEMA_VERSION:
+            raise ModelError(f"{self.index_path}: schema_version {index.get('schema_version')} is not {SCHEMA_VERSION}")
+        return index
+
+    def versions(self) -> list[str]:
+        return list(self._read_index()["versions"])
+
+    def current_version(self) -> str:
+        current = self._read_index()["current"]
+        if not current:
+            raise ModelError(f"{self.index_path} marks no version current; promote a model first")
+        return current
+
+    def get(self, version: str | None = None) -> ModelManifest:
+        """The manifest of `version` (default: the current one)."""
+        index = self._read_index()
+        version = version or self.current_version()
+        if version not in index["versions"]:
+            known = ", ".join(index["versions"]) or "none"
+            raise ModelError(f"no model version {version!r} in {self.root} (versions: {known})")
+        return ModelManifest.from_dict(index["versions"][version])
+
+    def path_of(self, file: str) -> Path:
+        path = (self.root / file).resolve()
+        if self.root.resolve() not in path.parents:
+            raise ModelError(f"manifest names a file outside {self.root}: {file!r}")
+        return path
+
+    def verified_path(self, file: str, sha256: str) -> Path:
+        """Path of `file`, after checking that its bytes are the ones the manifest promised."""
+        path = self.path_of(file)
+        if not path.is_file():
+            raise ModelError(f"model file {path} is missing")
+        actual = sha256_of(path)
+        if actual != sha256:
+            raise ModelError(f"model file {path} has sha256 {actual[:12]}..., the manifest says {sha256[:12]}...")
+        return path
+
+    def add(self, manifest: ModelManifest, files: dict[Path, str], make_current: bool = True) -> None:
+        """Copy `files` (source path -> name in the store) in and record `manifest`.
+
+        Refuses, before touching anything, when the version or any target file already exists.
+        """
+        index = self._read_index()
+        if manifest.version in index["versions"]:
+            raise ModelError(f"version {manifest.version!r} already exists in {self.root}; versions are never overwritten")
+        targets = {src: self.path_of(name) for src, name in files.items()}
+        clashes = [str(t) for t in targets.values() if t.exists()]
+        if clashes:
+            raise ModelError(f"refusing to overwrite {', '.join(clashes)}")
+        self.root.mkdir(parents=True, exist_ok=True)
+        for src, target in targets.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, target)
+        index["versions"][manifest.version] = manifest.to_dict()
+        if make_current:
+            index["current"] = manifest.version
+        self._write_index(index)
+
+    def set_current(self, version: str) -> None:
+        index = self._read_index()
+        if version not in index["versions"]:
+            raise ModelError(f"no model version {version!r} in {self.root}")
+        index["current"] = version
+        self._write_index(index)
+
+    def _write_index(self, index: dict[str, Any]) -> None:
+        tmp = self.index_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(index, indent=2, sort_keys=False) + "\n")
+        os.replace(tmp, self.index_path)
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()

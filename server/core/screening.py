@@ -1,0 +1,332 @@
+"""The screening core, protocol-agnostic: bytes in, verdict and detections out.
+
+    admit -> validate -> decode + letterbox (worker threads) -> batcher -> model -> verdict -> overlay
+
+The gRPC servicer only translates protos to `ScreenJob` and `ScreenResult` back. Every result
+names the model manifest and the thresholds that produced it.
+
+Admission is bounded: at most `max_queue_size + max_batch_size` images are between arrival and
+answer; the next one gets Overloaded at once. A model swap (hot reload) loads and warms up a new
+`ModelRuntime`, points new requests at it, and closes the old one once the requests that started
+on it have finished: no request is dropped and each is answered by one model from start to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from server.core.batching import DynamicBatcher
+from server.config import ServerConfig
+from server.core.detections import Detections
+from server.core.engine import NMS_MAX_DETECTIONS, InferenceEngine
+from server.core.errors import DeadlineExpired, InvalidInput, ModelError, NotReady, Overloaded, Unsupported
+from server.core.decoding import DecodedImage, DecodeLimits, ImageDecoder, PreparedImage, encode
+from server.core.manifest import ModelManifest, WeightsStore
+from server.core.metrics import ServerMetrics
+from server.core.overlay import draw_overlay
+from server.core.pacing import RefusalPacer
+from server.core.policy import ClassPolicy, Verdict, decide, verdicts_for
+
+log = logging.getLogger(__name__)
+
+OVERLAY_FORMATS = ("", "jpeg", "png")
+
+
+@dataclass(frozen=True)
+class ScreenJob:
+    request_id: str
+    image: bytes
+    min_confidence: float = 0.0
+    """0 = the model's default."""
+    classes: tuple[str, ...] = ()
+    """Empty = all classes."""
+    overlay: str = ""
+    """"", "jpeg" or "png"."""
+    max_detections: int = 0
+    """0 = the server's default."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    decode_ms: float
+    queue_ms: float
+    inference_ms: float
+    total_ms: float
+
+
+@dataclass(frozen=True)
+class ScreenResult:
+    request_id: str
+    verdict: Verdict
+    detections: Detections
+    detection_verdicts: np.ndarray
+    """`Verdict` numbers, one per listed detection."""
+    width: int
+    height: int
+    model: ModelManifest
+    thresholds: tuple[ClassPolicy, ...]
+    min_confidence: float
+    timing: Timing
+    batch_size: int
+    deciding_class: int | None
+    """The class of the strongest detection behind a REVIEW or FLAG; None for CLEAR."""
+    overlay: bytes = b""
+
+
+@dataclass(frozen=True)
+class _BatchItem:
+    prepared: PreparedImage
+    nms_confidence: float
+
+
+@dataclass
+class ModelRuntime:
+    """One loaded model, its decoder, the batcher that feeds it, and the requests using it."""
+
+    engine: InferenceEngine
+    decoder: ImageDecoder
+    batcher: DynamicBatcher[_BatchItem, Detections]
+    users: int = 0
+    decoding: int = 0
+    """Requests on their way to the batcher (being decoded): worth waiting for when a batch forms."""
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def manifest(self) -> ModelManifest:
+        return self.engine.manifest
+
+    def acquire(self) -> None:
+        self.users += 1
+        self.idle.clear()
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users == 0:
+            self.idle.set()
+
+    async def retire(self) -> None:
+        """Wait for the requests that started on this model, then stop its batcher."""
+        if self.users:
+            await self.idle.wait()
+        await self.batcher.close()
+
+    @classmethod
+    async def start(cls, config: ServerConfig, version: str | None, metrics: ServerMetrics | None) -> ModelRuntime:
+        def load() -> InferenceEngine:
+            engine = InferenceEngine.load(
+                WeightsStore(config.weights_dir), version or None, config.device, config.backend,
+                config.model_threads, config.max_batch_size,
+            )
+            engine.warm_up(sorted({1, config.max_batch_size}))
+            return engine
+
+        # Load, warm up and run on one and the same thread (see DynamicBatcher).
+        model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        try:
+            engine = await asyncio.get_running_loop().run_in_executor(model_thread, load)
+        except BaseException:
+            model_thread.shutdown(wait=False)
+            raise
+
+        def run_batch(items: list[_BatchItem]) -> list[Detections]:
+            floor = min(item.nms_confidence for item in items)
+            return engine.run([item.prepared for item in items], floor)
+
+        on_batch = (lambda info: metrics.observe_batch(info.size)) if metrics else None
+        runtime: ModelRuntime
+        # The admission limit in Screener bounds what reaches this queue; the queue bound is the backstop.
+        batcher: DynamicBatcher[_BatchItem, Detections] = DynamicBatcher(
+            run_batch, config.max_batch_size, config.max_batch_delay_ms, config.max_queue_size + config.max_batch_size, on_batch,
+            incoming=lambda: runtime.decoding, executor=model_thread,
+        )
+        batcher.start()
+        limits = DecodeLimits(config.max_request_bytes, config.max_image_pixels)
+        runtime = cls(engine, ImageDecoder(engine.input_size, engine.backend.device, limits), batcher)
+        runtime.idle.set()
+        return runtime
+
+
+def validate(job: ScreenJob, default_max_detections: int, model: ModelManifest) -> tuple[frozenset[int] | None, int]:
+    """Check a job before any work; returns (class ids to screen or None for all, max detections).
+    The classes a caller may name are the ones `model` detects."""
+    labels = model.labels
+    if not math.isfinite(job.min_confidence) or not 0.0 <= job.min_confidence <= 1.0:
+        raise InvalidInput(f"min_confidence {job.min_confidence} is not between 0 and 1")
+    unknown = sorted({c for c in job.classes if c not in labels})
+    if unknown:
+        raise InvalidInput(f"unknown class name(s) {', '.join(map(repr, unknown))}; known classes: {', '.join(labels)}")
+    if job.overlay not in OVERLAY_FORMATS:
+        raise InvalidInput(f"overlay format {job.overlay!r} is not jpeg or png")
+    class_ids = frozenset(labels[c] for c in job.classes) if job.classes else None
+    max_detections = min(job.max_detections or default_max_detections, NMS_MAX_DETECTIONS)
+    return class_ids, max_detections
+
+
+REFUSAL_MEMORY_S = 5.0
+"""How long a refused caller counts as waiting to come back (the longest pushback hint is 5 s)."""
+
+
+class Screener:
+    def __init__(self, config: ServerConfig, metrics: ServerMetrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.max_in_flight = config.max_queue_size + config.max_batch_size
+        self.in_flight = 0
+        self._refused = 0.0
+        """Callers turned away lately: a count that fades with time constant REFUSAL_MEMORY_S."""
+        self._refused_at = time.monotonic()
+        self._pacer = RefusalPacer(config.max_refusals_per_s, config.max_waiting_refusal_bytes)
+        self._pool = ThreadPoolExecutor(max_workers=config.decode_threads, thread_name_prefix="decode")
+        self._runtime: ModelRuntime | None = None
+        self._reload_lock = asyncio.Lock()
+
+    @property
+    def runtime(self) -> ModelRuntime:
+        if self._runtime is None:
+            raise NotReady("no model loaded yet")
+        return self._runtime
+
+    async def load(self, version: str | None = None) -> ModelManifest:
+        """Load and warm up `version` (default: current), then swap it in; the old model finishes
+        the requests it holds. On failure the old model keeps serving and ModelError is raised."""
+        async with self._reload_lock:
+            try:
+                new = await ModelRuntime.start(self.config, version, self.metrics)
+            except ModelError:
+                raise
+            except Exception as exc:  # the details are for the log, not for the caller
+                log.exception("model load failed", extra={"fields": {"version": version or "(current)"}})
+                raise ModelError(f"could not load model {version or '(current)'}; the server logged why") from exc
+            old, self._runtime = self._runtime, new
+            m = new.manifest
+            if self.metrics is not None:
+                self.metrics.observe_model(m.name, m.version, m.sha256, new.engine.backend.name, new.engine.device)
+            log.info("model loaded", extra={"fields": {"version": m.version, "backend": new.engine.backend.name,
+                                                        "device": new.engine.device, "trained": m.trained}})
+        if old is not None:
+            await old.retire()
+            log.info("previous model retired", extra={"fields": {"version": old.manifest.version}})
+        return new.manifest
+
+    async def reload_on_request(self, version: str | None = None) -> ModelManifest:
+        """`load`, as a caller asks for it: refused under --workers, where it would reach one worker."""
+        if self.config.worker_index >= 0:
+            raise Unsupported(
+                "this server runs several worker processes and the call would reload one of them: make the "
+                "version current (training promote) and send SIGHUP to the supervisor, which reloads them all"
+            )
+        return await self.load(version)
+
+    async def close(self) -> None:
+        if self._runtime is not None:
+            await self._runtime.retire()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _decode_and_prepare(self, decoder: ImageDecoder, job: ScreenJob) -> tuple[DecodedImage | None, PreparedImage, float]:
+        start = time.perf_counter()
+        image, prepared = decoder.prepare(job.image, keep_full_size=bool(job.overlay))
+        return (image if job.overlay else None), prepared, (time.perf_counter() - start) * 1000.0
+
+    def _render_overlay(self, image: DecodedImage, detections: Detections, caption: str, fmt: str) -> bytes:
+        return encode(draw_overlay(image.pixels, detections, caption), fmt)
+
+    async def screen(self, job: ScreenJob, deadline: float | None = None) -> ScreenResult:
+        """Screen one image; `deadline` is a time.monotonic() after which the caller has gone."""
+        runtime = self.runtime  # this request stays on this model even if a reload swaps it
+        if self.in_flight >= self.max_in_flight:
+            raise await self._paced(self._refusal(runtime, f"server busy: {self.max_in_flight} images in flight; retry with backoff"),
+                                    len(job.image), deadline)
+        rate = runtime.batcher.images_per_second
+        if deadline is not None and rate > 0:
+            # Work it cannot finish in time is refused now, cheaply, rather than decoded and dropped later.
+            wait_s = (self.in_flight + 1) / rate
+            if time.monotonic() + wait_s > deadline:
+                refusal = self._refusal(runtime, f"server busy: about {wait_s:.1f} s of work ahead, past this request's deadline; "
+                                                 "retry with backoff")
+                raise await self._paced(refusal, len(job.image), deadline)
+        self.in_flight += 1
+        runtime.acquire()
+        if self.metrics is not None:
+            self.metrics.in_flight.set(self.in_flight)
+        try:
+            return await self._screen(runtime, job, deadline)
+        finally:
+            runtime.release()
+            self.in_flight -= 1
+            if self.metrics is not None:
+                self.metrics.in_flight.set(self.in_flight)
+
+    async def _paced(self, refusal: Overloaded, request_bytes: int, deadline: float | None) -> Overloaded:
+        """The refusal, once its turn has come (see server.core.pacing): at once unless refusals come faster
+        than max_refusals_per_s."""
+        wait_s = self._pacer.delay_s(request_bytes, deadline)
+        if wait_s > 0:
+            self._pacer.waiting_bytes += request_bytes
+            try:
+                await asyncio.sleep(wait_s)
+            finally:
+                self._pacer.waiting_bytes -= request_bytes
+        return refusal
+
+    def _refusal(self, runtime: ModelRuntime, message: str) -> Overloaded:
+        """Overloaded, with a pushback hint of about when there will be room for this caller: after
+        the images in flight and after the callers turned away lately, who come back too. A hint of
+        the images in flight alone sends every refused caller back at once, to be refused again:
+        under heavy overload the server then spends its cores saying no (issue 6: goodput)."""
+        now = time.monotonic()
+        self._refused = self._refused * math.exp(-(now - self._refused_at) / REFUSAL_MEMORY_S) + 1.0
+        self._refused_at = now
+        rate = runtime.batcher.images_per_second
+        retry_after_ms = 200 if rate <= 0 else int(min(5000.0, max(50.0, 1000.0 * (self.in_flight + self._refused) / rate)))
+        return Overloaded(message, retry_after_ms=retry_after_ms)
+
+    async def _screen(self, runtime: ModelRuntime, job: ScreenJob, deadline: float | None) -> ScreenResult:
+        start = time.perf_counter()
+        class_ids, max_detections = validate(job, self.config.default_max_detections, runtime.manifest)
+        if deadline is not None and time.monotonic() >= deadline:
+            raise DeadlineExpired("deadline passed before screening started")
+        manifest = runtime.manifest
+        policies = manifest.policies
+        screened = tuple(p for p in manifest.classes if class_ids is None or p.id in class_ids)
+        listed_min = job.min_confidence or manifest.default_min_confidence
+        nms_confidence = min([listed_min] + [p.review_threshold for p in screened])
+
+        loop = asyncio.get_running_loop()
+        runtime.decoding += 1
+        try:
+            image, prepared, decode_ms = await loop.run_in_executor(self._pool, self._decode_and_prepare, runtime.decoder, job)
+        finally:
+            runtime.decoding -= 1
+        raw, batch = await runtime.batcher.submit(_BatchItem(prepared, nms_confidence), job.request_id, deadline)
+
+        candidates = raw.of_classes(class_ids)
+        candidate_verdicts = verdicts_for(policies, candidates.class_id, candidates.confidence)
+        verdict = decide(candidate_verdicts)
+        deciding = next((int(c) for c, v in zip(candidates.class_id, candidate_verdicts) if v == verdict), None)
+        listed = candidates.above(listed_min)[:max_detections]
+        overlay = b""
+        if job.overlay:
+            caption = f"{verdict.name} - {manifest.name} {manifest.version}"
+            overlay = await loop.run_in_executor(self._pool, self._render_overlay, image, listed, caption, job.overlay)
+        return ScreenResult(
+            request_id=job.request_id,
+            verdict=verdict,
+            detections=listed,
+            detection_verdicts=verdicts_for(policies, listed.class_id, listed.confidence),
+            width=prepared.width,
+            height=prepared.height,
+            model=manifest,
+            thresholds=screened,
+            min_confidence=listed_min,
+            timing=Timing(decode_ms, batch.queue_ms, batch.inference_ms, (time.perf_counter() - start) * 1000.0),
+            batch_size=batch.size,
+            deciding_class=deciding if verdict != Verdict.CLEAR else None,
+            overlay=overlay,
+        )

@@ -1,0 +1,120 @@
+"""The gRPC server: our Screening service, grpc.health.v1 and reflection on one grpc.aio server.
+
+Life cycle: bind the port, health NOT_SERVING; load and warm up the model; SERVING. On stop:
+NOT_SERVING, refuse new RPCs, let in-flight ones finish within the grace period, drain the batcher.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from server.core.keys import KeyStore
+from server.grpc.auth import AuthInterceptor
+from server.config import ServerConfig
+from server.core.metrics import ServerMetrics
+from server.grpc.observability import ObservabilityInterceptor
+from server.core.screening import Screener
+from server.grpc.servicer import ScreeningServicer
+from wildscreen.v1 import screening_pb2 as pb
+from wildscreen.v1 import screening_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Screening"].full_name
+# Room for the largest accepted image plus the rest of the request; bigger messages are refused
+# by gRPC itself with RESOURCE_EXHAUSTED before they are read into memory.
+MESSAGE_OVERHEAD_BYTES = 64 * 1024
+
+
+def _read(path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    if not config.tls:
+        return None
+    client_ca = _read(config.tls_client_ca) if config.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(_read(config.tls_key), _read(config.tls_cert))],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
+def server_options(config: ServerConfig) -> list[tuple[str, int]]:
+    limit = config.max_request_bytes + MESSAGE_OVERHEAD_BYTES
+    options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", -1)]
+    if config.max_connection_age_s:
+        # gRPC adds +-10 % jitter to the age, so replicas started together do not all reconnect at once.
+        options += [("grpc.max_connection_age_ms", round(config.max_connection_age_s * 1000)),
+                    ("grpc.max_connection_age_grace_ms", round(config.grace_period_s * 1000))]
+    return options
+
+
+class WildscreenServer:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.metrics = ServerMetrics()
+        self.screener = Screener(config, self.metrics)
+        self.health = health.aio.HealthServicer()
+        self.servicer = ScreeningServicer(self.screener, config.max_stream_in_flight)
+        interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(self.metrics)]
+        if config.api_keys_file is not None:
+            interceptors.append(AuthInterceptor(KeyStore(config.api_keys_file)))
+        self.server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
+        pb_grpc.add_ScreeningServicer_to_server(self.servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.server,
+        )
+        self.port: int | None = None
+        self.health_server: grpc.aio.Server | None = None
+        """Plaintext grpc.health.v1 alone on --health-port: the same statuses, nothing else reachable."""
+        if config.health_port:
+            self.health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+
+    async def _set_health(self, status: int) -> None:
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, status)
+
+    async def start(self) -> int:
+        """Bind and start; load the model; then report SERVING. Returns the bound port."""
+        credentials = server_credentials(self.config)
+        if credentials is None:
+            self.port = self.server.add_insecure_port(self.config.address)
+        else:
+            self.port = self.server.add_secure_port(self.config.address, credentials)
+        if not self.port:
+            raise OSError(f"could not bind {self.config.address}")
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.start()
+        if self.health_server is not None:
+            if not self.health_server.add_insecure_port(self.config.address_on(self.config.health_port)):
+                raise OSError(f"could not bind the health port {self.config.health_port}")
+            await self.health_server.start()
+        if self.config.metrics_port:
+            self.metrics.serve(self.config.host, self.config.metrics_port)
+        log.info("listening", extra={"fields": {"address": self.config.address, "port": self.port, "tls": self.config.tls}})
+        await self.screener.load(self.config.model_version or None)
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", extra={"fields": {"model": self.screener.runtime.manifest.version}})
+        return self.port
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """NOT_SERVING, then let in-flight RPCs finish within the grace period."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.config.grace_period_s if grace_s is None else grace_s)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
+        await self.screener.close()
+        log.info("stopped")
+
+    async def wait_for_termination(self) -> None:
+        await self.server.wait_for_termination()

@@ -1,0 +1,172 @@
+"""gRPC servicer: protos in, `Screener` calls, protos out. No model, queue or image code here.
+
+Errors are translated by the one table in `server.grpc.status`: domain errors get their code and
+their message, written for the caller; anything else is logged and answered INTERNAL, without
+internals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from server.core.manifest import ModelManifest
+from server.core.policy import ClassPolicy
+from server.core.screening import ScreenJob, ScreenResult, Screener
+from server.core.taxonomy import by_id
+from server.grpc.status import CODE_BY_NUMBER, answers_with_status, status_of
+from wildscreen.v1 import screening_pb2 as pb
+from wildscreen.v1 import screening_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+_OVERLAY = {pb.OVERLAY_FORMAT_NONE: "", pb.OVERLAY_FORMAT_JPEG: "jpeg", pb.OVERLAY_FORMAT_PNG: "png"}
+
+
+def job_from_proto(request: pb.ScreenRequest) -> ScreenJob:
+    return ScreenJob(
+        request_id=request.request_id,
+        image=request.image,
+        min_confidence=request.min_confidence,
+        classes=tuple(request.classes),
+        overlay=_OVERLAY.get(request.overlay, f"#{request.overlay}"),
+        max_detections=request.max_detections,
+    )
+
+
+def model_ref(manifest: ModelManifest) -> pb.ModelRef:
+    return pb.ModelRef(name=manifest.name, version=manifest.version, sha256=manifest.sha256)
+
+
+def class_info(policy: ClassPolicy) -> pb.ClassInfo:
+    info = pb.ClassInfo(id=policy.id, label=policy.label, review_threshold=policy.review_threshold)
+    if policy.flag_threshold is not None:
+        info.flag_threshold = policy.flag_threshold
+    return info
+
+
+def response_from_result(result: ScreenResult) -> pb.ScreenResponse:
+    d = result.detections
+    w, h = result.width, result.height
+    detections = [
+        pb.Detection(
+            label=by_id(int(c)).label,
+            class_id=int(c),
+            confidence=float(s),
+            box=pb.Box(x_min=float(x1), y_min=float(y1), x_max=float(x2), y_max=float(y2)),
+            box_normalized=pb.Box(x_min=float(x1) / w, y_min=float(y1) / h, x_max=float(x2) / w, y_max=float(y2) / h),
+            verdict=int(v),
+        )
+        for (x1, y1, x2, y2), s, c, v in zip(d.xyxy, d.confidence, d.class_id, result.detection_verdicts)
+    ]
+    t = result.timing
+    return pb.ScreenResponse(
+        request_id=result.request_id,
+        verdict=int(result.verdict),
+        detections=detections,
+        image_width=w,
+        image_height=h,
+        model=model_ref(result.model),
+        timing=pb.Timing(
+            decode_ms=t.decode_ms, queue_ms=t.queue_ms, inference_ms=t.inference_ms, total_ms=t.total_ms,
+            batch_size=result.batch_size,
+        ),
+        overlay=result.overlay,
+        thresholds=[class_info(p) for p in result.thresholds],
+        min_confidence=result.min_confidence,
+    )
+
+
+def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+class ScreeningServicer(pb_grpc.ScreeningServicer):
+    def __init__(self, screener: Screener, max_stream_in_flight: int) -> None:
+        self.screener = screener
+        self.max_stream_in_flight = max_stream_in_flight
+
+    async def _screen_one(self, request: pb.ScreenRequest, deadline: float | None) -> pb.ScreenResponse:
+        """Screen one image; a failure becomes a response with `error` set (Screen turns it into a status)."""
+        metrics = self.screener.metrics
+        try:
+            result = await self.screener.screen(job_from_proto(request), deadline)
+        except Exception as exc:
+            code, message = status_of(exc, request.request_id)
+            if metrics is not None:
+                metrics.observe_image(code.name)
+            error = pb.Error(code=code.value[0], message=message, retry_after_ms=getattr(exc, "retry_after_ms", 0))
+            return pb.ScreenResponse(request_id=request.request_id, error=error)
+        if metrics is not None:
+            metrics.observe_image(grpc.StatusCode.OK.name, result)
+        return response_from_result(result)
+
+    @answers_with_status
+    async def Screen(self, request: pb.ScreenRequest, context: grpc.aio.ServicerContext) -> pb.ScreenResponse:
+        response = await self._screen_one(request, deadline_of(context))
+        if response.HasField("error"):
+            if response.error.retry_after_ms:  # the standard hint gRPC's retry policies honour
+                context.set_trailing_metadata((("grpc-retry-pushback-ms", str(response.error.retry_after_ms)),))
+            await context.abort(CODE_BY_NUMBER[response.error.code], response.error.message)
+        return response
+
+    @answers_with_status
+    async def ScreenStream(
+        self, request_iterator: AsyncIterator[pb.ScreenRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ScreenResponse]:
+        """Screen requests as they arrive (so that they batch with everyone else's), answer in order."""
+        deadline = deadline_of(context)
+        window = asyncio.Semaphore(self.max_stream_in_flight)
+        in_order: asyncio.Queue[asyncio.Task[pb.ScreenResponse] | None] = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await window.acquire()
+                    await in_order.put(asyncio.ensure_future(self._screen_one(request, deadline)))
+            finally:
+                await in_order.put(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (task := await in_order.get()) is not None:
+                response = await task
+                window.release()
+                yield response
+            await reader  # re-raise a broken request stream
+        finally:
+            reader.cancel()
+            while not in_order.empty():
+                pending = in_order.get_nowait()
+                if pending is not None:
+                    pending.cancel()
+
+    @answers_with_status
+    async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
+        return self.model_info()
+
+    @answers_with_status
+    async def ReloadModel(self, request: pb.ReloadModelRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
+        await self.screener.reload_on_request(request.version or None)
+        return self.model_info()
+
+    def model_info(self) -> pb.ModelInfo:
+        runtime = self.screener.runtime
+        manifest = runtime.manifest
+        config = self.screener.config
+        return pb.ModelInfo(
+            model=model_ref(manifest),
+            classes=[class_info(p) for p in manifest.classes],
+            input_size=manifest.input_size,
+            device=runtime.engine.device,
+            backend=runtime.engine.backend.name,
+            max_batch_size=config.max_batch_size,
+            trained=manifest.trained,
+            default_min_confidence=manifest.default_min_confidence,
+            max_batch_delay_ms=config.max_batch_delay_ms,
+        )

@@ -1,0 +1,35 @@
+import numpy as np
+
+from server.core.detections import Detections
+from server.core.overlay import draw_overlay, line_width_for
+from server.core.taxonomy import by_label
+
+
+def detections(*rows):
+    return Detections(
+        np.array([r[:4] for r in rows], np.float32), np.array([r[4] for r in rows], np.float32), np.array([r[5] for r in rows], np.int64)
+    )
+
+
+def test_line_width_grows_with_the_image():
+    assert line_width_for(600, 450) == 2
+    assert line_width_for(4000, 3000) >= 10
+
+
+def test_boxes_are_drawn_in_their_class_colour_and_the_input_is_untouched():
+    image = np.full((300, 400, 3), 128, np.uint8)
+    out = draw_overlay(image, detections((50, 60, 250, 200, 0.9, 0), (260, 100, 390, 290, 0.4, 3)), caption="FLAG - wildscreen v1")
+    assert (image == 128).all()
+    for box, label in (((50, 60, 250, 200), "ivory"), ((260, 100, 390, 290), "live_reptile")):
+        x1, y1, x2, y2 = box
+        colour = np.array(by_label(label).colour_bgr)
+        left_edge = out[(y1 + y2) // 2, x1 - 1 : x1 + 2]
+        assert (np.abs(left_edge.astype(int) - colour).sum(axis=1) < 40).any()
+
+
+def test_label_text_scales_with_a_large_photo():
+    small = draw_overlay(np.zeros((480, 640, 3), np.uint8), detections((100, 100, 300, 300, 0.8, 2)))
+    large = draw_overlay(np.zeros((3000, 4000, 3), np.uint8), detections((600, 600, 1900, 1900, 0.8, 2)))
+    label_height_small = (small[: 100, 100:300] > 0).any(axis=2).any(axis=1).sum()
+    label_height_large = (large[: 600, 600:1900] > 0).any(axis=2).any(axis=1).sum()
+    assert label_height_large > 4 * label_height_small > 0

@@ -1,0 +1,1 @@
+"""Test helpers, in one place: synthetic datasets and images, certificates."""
