@@ -20,7 +20,8 @@ from server.core.policy import reaches
 from server.core.taxonomy import by_label
 
 QUEUED_VERDICTS = {"VERDICT_FLAG": ("FLAG", 3), "VERDICT_REVIEW": ("REVIEW", 2), "FLAG": ("FLAG", 3), "REVIEW": ("REVIEW", 2)}
-BROWSER_FORMATS = {"JPEG": "jpg", "PNG": "png", "WebP": "webp", "GIF": "gif"}
+# Kept as sent where both browsers and Ultralytics read them; the rest (GIF, BMP, TIFF) become PNG.
+BROWSER_FORMATS = {"JPEG": "jpg", "PNG": "png", "WebP": "webp"}
 MAX_ID_LENGTH = 200
 MAX_BOXES = 300
 
