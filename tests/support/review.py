@@ -80,3 +80,35 @@ def screen_line(request_id: str, verdict: str = "VERDICT_FLAG", width: int = 160
             for label, conf, (x1, y1, x2, y2) in detections
         ],
     }
+
+
+@dataclass(frozen=True)
+class Photo:
+    jpeg: bytes
+    width: int
+    height: int
+    boxes: list[tuple[float, float, float, float]]
+    """The source's own boxes in pixels: answers fixed by construction, not by a model."""
+
+
+def photos(count: int, shared: Path, side: int = 480) -> list[Photo]:
+    """Real listing-like photos with their boxes (../shared's boxed snakes, made small) where
+    ../shared is at hand; otherwise synthetic images with a box of known place."""
+    folder = shared / "data" / "snakes-boxed"
+    out = []
+    for image in sorted((folder / "images" / "test").glob("*.jpg"))[:count] if folder.is_dir() else []:
+        pixels = cv2.imread(str(image))
+        scale = side / max(pixels.shape[:2])
+        pixels = cv2.resize(pixels, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        h, w = pixels.shape[:2]
+        boxes = []
+        label = (folder / "labels" / "test" / image.name).with_suffix(".txt")
+        for line in label.read_text().split("\n") if label.exists() else []:
+            if line.strip():
+                _, cx, cy, bw, bh = (float(v) for v in line.split()[:5])
+                boxes.append(((cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h))
+        out.append(Photo(cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes(), w, h,
+                         boxes or [(w * 0.2, h * 0.2, w * 0.6, h * 0.7)]))
+    for seed in range(len(out), count):
+        out.append(Photo(listing_image(seed, 320, 240), 320, 240, [(40.0, 30.0, 200.0, 170.0)]))
+    return out

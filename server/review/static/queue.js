@@ -55,8 +55,10 @@ async function loadNext() {
 
 function fit() {
   if (!state.item) return;
-  const room = $("stage").parentElement.clientWidth - 8;
-  state.zoom = Math.min(1, room / state.item.width) || 1;
+  // The whole image in view, enlarged up to 3x where it is small.
+  const wrap = $("stage").parentElement;
+  const roomW = wrap.clientWidth - 8, roomH = window.innerHeight - wrap.getBoundingClientRect().top - 60;
+  state.zoom = Math.min(3, roomW / state.item.width, Math.max(roomH, 200) / state.item.height) || 1;
   applyZoom();
 }
 
