@@ -74,7 +74,7 @@ def screen_line(request_id: str, verdict: str = "VERDICT_FLAG", width: int = 160
         "thresholds": [{"id": i, "label": label, "review_threshold": 0.3, "flag_threshold": 0.7} for i, label in enumerate(labels)],
         "min_confidence": 0.05,
         "detections": [
-            {"label": label, "class_id": labels.index(label), "confidence": conf,
+            {"label": label, "class_id": labels.index(label) if label in labels else 99, "confidence": conf,
              "box": {"x_min": x1, "y_min": y1, "x_max": x2, "y_max": y2},
              "verdict": "VERDICT_FLAG" if conf >= 0.7 else "VERDICT_REVIEW" if conf >= 0.3 else "VERDICT_CLEAR"}
             for label, conf, (x1, y1, x2, y2) in detections
