@@ -67,7 +67,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
                 data = b""
             yield pb.ScreenRequest(
                 request_id=str(i), image=data, min_confidence=args.min_confidence, classes=args.classes or [],
-                overlay=overlay, max_detections=args.max_detections,
+                overlay=overlay, max_detections=args.max_detections, overlay_weaker=args.overlay_weaker,
             )
 
     connection = _connection(args)
@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     screen.add_argument("paths", nargs="+", type=Path)
     screen.add_argument("--overlays", type=Path, help="write reviewer overlays into this folder")
     screen.add_argument("--overlay-format", choices=sorted(_OVERLAY), default="jpeg")
+    screen.add_argument("--overlay-weaker", action="store_true",
+                        help="overlays also show, faded, boxes below their class's review threshold")
     screen.add_argument("--min-confidence", type=float, default=0.0, help="0 = the model's default")
     screen.add_argument("--classes", nargs="*", help="only these labels, e.g. ivory live_reptile")
     screen.add_argument("--max-detections", type=int, default=0)
