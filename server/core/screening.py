@@ -51,6 +51,8 @@ class ScreenJob:
     """"", "jpeg" or "png"."""
     max_detections: int = 0
     """0 = the server's default."""
+    overlay_weaker: bool = False
+    """Also draw, faded, the detections below their class's review threshold."""
 
 
 @dataclass(frozen=True)
@@ -234,8 +236,9 @@ class Screener:
         image, prepared = decoder.prepare(job.image, keep_full_size=bool(job.overlay))
         return (image if job.overlay else None), prepared, (time.perf_counter() - start) * 1000.0
 
-    def _render_overlay(self, image: DecodedImage, detections: Detections, caption: str, fmt: str) -> bytes:
-        return encode(draw_overlay(image.pixels, detections, caption), fmt)
+    def _render_overlay(self, image: DecodedImage, detections: Detections, caption: str, fmt: str,
+                        strong: np.ndarray, weaker: bool) -> bytes:
+        return encode(draw_overlay(image.pixels, detections, caption, strong, weaker), fmt)
 
     async def screen(self, job: ScreenJob, deadline: float | None = None) -> ScreenResult:
         """Screen one image; `deadline` is a time.monotonic() after which the caller has gone."""
@@ -311,15 +314,18 @@ class Screener:
         verdict = decide(candidate_verdicts)
         deciding = next((int(c) for c, v in zip(candidates.class_id, candidate_verdicts) if v == verdict), None)
         listed = candidates.above(listed_min)[:max_detections]
+        listed_verdicts = verdicts_for(policies, listed.class_id, listed.confidence)
         overlay = b""
         if job.overlay:
             caption = f"{verdict.name} - {manifest.name} {manifest.version}"
-            overlay = await loop.run_in_executor(self._pool, self._render_overlay, image, listed, caption, job.overlay)
+            strong = listed_verdicts >= int(Verdict.REVIEW)
+            overlay = await loop.run_in_executor(self._pool, self._render_overlay, image, listed, caption, job.overlay,
+                                                 strong, job.overlay_weaker)
         return ScreenResult(
             request_id=job.request_id,
             verdict=verdict,
             detections=listed,
-            detection_verdicts=verdicts_for(policies, listed.class_id, listed.confidence),
+            detection_verdicts=listed_verdicts,
             width=prepared.width,
             height=prepared.height,
             model=manifest,
