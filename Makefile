@@ -11,7 +11,7 @@ ARGS ?=
 export WILDSCREEN_SHARED := $(abspath $(SHARED))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv serve test proto bench dataset train-default clean
+.PHONY: help venv serve review test proto bench dataset train-default clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ venv: $(STAMP) ## create .venv and install wildscreen with its dev tools
 
 serve: $(STAMP) ## serve the current model in weights/ on 127.0.0.1:50051 (HOST=, PORT=, ARGS="--device cuda ...")
 	$(VENV)/bin/wildscreen-serve --host $(HOST) --port $(PORT) --log-format text $(ARGS)
+
+review: $(STAMP) ## serve the reviewer workbench on 127.0.0.1:8080 (data in review-data/; ARGS="--port 9000 ...")
+	$(VENV)/bin/wildscreen-review serve $(ARGS)
 
 test: $(STAMP) ## run the whole test suite
 	$(PY) -m pytest $(ARGS)

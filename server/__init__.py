@@ -13,6 +13,17 @@ Layers, each importing only the ones below it (tests/test_architecture.py checks
         backfill        the Ray Data pipeline and `wildscreen-backfill`
         screener        the per-actor callable: the core's decoder, engine and rule on batches of rows
         sources         folders, list files and Parquet of paths/URIs; ids already screened
+    review/             the reviewer workbench: a second edge (HTTP) with its own store
+        main            the wildscreen-review entry point: serve, reviewers add, export
+        app             Starlette routes: pages and the JSON API
+        status          the review edge's ONE table from domain errors to HTTP codes
+        accounts        reviewer accounts, session cookies, CSRF tokens, review keys
+        store           the queue: intake, claims, decisions and the audit log, stats
+        intake          a submitted image and screening result, checked
+        schema          the tables
+        database        engine, SQLite by default, Alembic upgrade at start
+        export          decided items -> an Ultralytics dataset
+        env, 0001_initial  Alembic: migrations/env.py runs migrations/versions/, the first schema
     core/               the screening core: no protocol, no `import grpc`
         screening       the pipeline: admit, validate, decode, batch, decide, draw
         pacing          refusals answered at a bounded rate under a retry storm

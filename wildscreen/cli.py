@@ -1,6 +1,8 @@
 """`wildscreen`: the command-line client for platforms and reviewers.
 
     wildscreen screen photo.jpg listings/ --overlays review/   one JSON line per image
+    wildscreen screen listings/ --summary --queue http://127.0.0.1:8080
+                                        a line per image for people; REVIEW/FLAG go to the review queue
     wildscreen info                                            the model, thresholds, device
     wildscreen reload [--version v3]                           admin: swap in another model
 
@@ -20,6 +22,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from wildscreen.client import LOAD_BALANCING_POLICIES, Connection, image_files
+from wildscreen.queue import NEEDS_A_PERSON, ReviewQueue, summary_line
 from wildscreen.v1 import screening_pb2 as pb
 from wildscreen.v1 import screening_pb2_grpc as pb_grpc
 
@@ -54,6 +57,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
         args.overlays.mkdir(parents=True, exist_ok=True)
     overlay = _OVERLAY[args.overlay_format] if args.overlays else pb.OVERLAY_FORMAT_NONE
     failures = 0
+    queue = ReviewQueue(args.queue, args.queue_key) if args.queue else None
 
     def requests() -> Iterator[pb.ScreenRequest]:
         for i, path in enumerate(files):
@@ -64,7 +68,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
                 data = b""
             yield pb.ScreenRequest(
                 request_id=str(i), image=data, min_confidence=args.min_confidence, classes=args.classes or [],
-                overlay=overlay, max_detections=args.max_detections,
+                overlay=overlay, max_detections=args.max_detections, overlay_weaker=args.overlay_weaker,
             )
 
     connection = _connection(args)
@@ -84,13 +88,22 @@ def cmd_screen(args: argparse.Namespace) -> int:
                 if response.HasField("error"):
                     failures += 1
                     line = {"path": str(path), "request_id": response.request_id, "error": _as_dict(response.error)}
-                print(json.dumps(line), flush=True)
+                elif queue and line["verdict"] in NEEDS_A_PERSON:
+                    try:
+                        # The path is the request id: the same file queued twice is one item.
+                        line["queued"] = queue.submit(path, line | {"request_id": str(path)}, path.parent.name)
+                    except RuntimeError as exc:
+                        failures += 1
+                        print(f"wildscreen: {exc}", file=sys.stderr)
+                print(summary_line(line) if args.summary else json.dumps(line), flush=True)
                 bar.update(1)
         except grpc.RpcError as exc:
             print(f"wildscreen: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
         finally:
             bar.close()
+            if queue:
+                queue.close()
     return 1 if failures else 0
 
 
@@ -136,9 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     screen.add_argument("paths", nargs="+", type=Path)
     screen.add_argument("--overlays", type=Path, help="write reviewer overlays into this folder")
     screen.add_argument("--overlay-format", choices=sorted(_OVERLAY), default="jpeg")
+    screen.add_argument("--overlay-weaker", action="store_true",
+                        help="overlays also show, faded, boxes below their class's review threshold")
     screen.add_argument("--min-confidence", type=float, default=0.0, help="0 = the model's default")
     screen.add_argument("--classes", nargs="*", help="only these labels, e.g. ivory live_reptile")
     screen.add_argument("--max-detections", type=int, default=0)
+    screen.add_argument("--summary", action="store_true", help="one short line per image for people, not JSON")
+    screen.add_argument("--queue", metavar="URL", default=os.environ.get("WILDSCREEN_REVIEW_URL"),
+                        help="send REVIEW and FLAG results to this review service (wildscreen-review)")
+    screen.add_argument("--queue-key", default=os.environ.get("WILDSCREEN_REVIEW_KEY"),
+                        help="API key with the review role (or WILDSCREEN_REVIEW_KEY); none needed on loopback")
     screen.set_defaults(handler=cmd_screen)
 
     with_connection(sub.add_parser("info", help="print the served model's info")).set_defaults(handler=cmd_info)

@@ -11,7 +11,9 @@
     ├── Unsupported                 not possible in this server's set-up (ReloadModel under --workers)
     ├── InferenceFailed             the model raised while running a batch
     ├── Unauthenticated             missing or wrong API key
-    └── PermissionDenied            the key lacks the role
+    ├── PermissionDenied            the key lacks the role
+    ├── NotFound                    no such item (review queue)
+    └── Conflict                    the item is claimed by someone else, or already decided
 
 Messages of these errors are written for the caller and are sent to them as they are. Each edge
 maps the kinds to its own codes in one table (`server.grpc.status` for gRPC). Anything else that
@@ -68,4 +70,12 @@ class Unauthenticated(WildscreenError):
 
 
 class PermissionDenied(WildscreenError):
+    pass
+
+
+class NotFound(WildscreenError):
+    pass
+
+
+class Conflict(WildscreenError):
     pass

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from server.core.manifest import now_iso
 
-ROLES = ("screen", "admin")
+ROLES = ("screen", "admin", "review")
 KEY_PREFIX = "ws_"
 
 

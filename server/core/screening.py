@@ -52,6 +52,8 @@ class ScreenJob:
     """"", "jpeg" or "png"."""
     max_detections: int = 0
     """0 = the server's default."""
+    overlay_weaker: bool = False
+    """Also draw, faded, the detections below their class's review threshold."""
 
 
 @dataclass(frozen=True)
@@ -235,8 +237,9 @@ class Screener:
         image, prepared = decoder.prepare(job.image, keep_full_size=bool(job.overlay))
         return (image if job.overlay else None), prepared, (time.perf_counter() - start) * 1000.0
 
-    def _render_overlay(self, image: DecodedImage, detections: Detections, caption: str, fmt: str) -> bytes:
-        return encode(draw_overlay(image.pixels, detections, caption), fmt)
+    def _render_overlay(self, image: DecodedImage, detections: Detections, caption: str, fmt: str,
+                        strong: np.ndarray, weaker: bool) -> bytes:
+        return encode(draw_overlay(image.pixels, detections, caption, strong, weaker), fmt)
 
     async def screen(self, job: ScreenJob, deadline: float | None = None) -> ScreenResult:
         """Screen one image; `deadline` is a time.monotonic() after which the caller has gone."""
@@ -309,8 +312,9 @@ class Screener:
         overlay = b""
         if job.overlay:
             caption = f"{verdict.name} - {manifest.name} {manifest.version}"
+            strong = decision.detection_verdicts >= int(Verdict.REVIEW)
             overlay = await loop.run_in_executor(self._pool, self._render_overlay, image, decision.detections, caption,
-                                                 job.overlay)
+                                                 job.overlay, strong, job.overlay_weaker)
         return ScreenResult(
             request_id=job.request_id,
             verdict=verdict,

@@ -26,6 +26,8 @@ def authorize(keys: KeyStore, method: str, metadata: tuple[tuple[str, str], ...]
     role = keys.role_of(header[len("Bearer "):].strip())
     if role is None:
         raise Unauthenticated("unknown API key")
+    if role == "review":
+        raise PermissionDenied("a review key is for the review service (wildscreen-review), not for screening")
     if method in ADMIN_METHODS and role != "admin":
         raise PermissionDenied(f"{method.rsplit('/', 1)[-1]} needs an admin key")
     return role

@@ -35,6 +35,7 @@ def job_from_proto(request: pb.ScreenRequest) -> ScreenJob:
         classes=tuple(request.classes),
         overlay=_OVERLAY.get(request.overlay, f"#{request.overlay}"),
         max_detections=request.max_detections,
+        overlay_weaker=request.overlay_weaker,
     )
 
 

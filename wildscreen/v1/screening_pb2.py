@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwildscreen/v1/screening.proto\x12\rwildscreen.v1\"\xa2\x01\n\rScreenRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x16\n\x0emin_confidence\x18\x03 \x01(\x02\x12\x0f\n\x07\x63lasses\x18\x04 \x03(\t\x12-\n\x07overlay\x18\x05 \x01(\x0e\x32\x1c.wildscreen.v1.OverlayFormat\x12\x16\n\x0emax_detections\x18\x06 \x01(\r\"A\n\x03\x42ox\x12\r\n\x05x_min\x18\x01 \x01(\x02\x12\r\n\x05y_min\x18\x02 \x01(\x02\x12\r\n\x05x_max\x18\x03 \x01(\x02\x12\r\n\x05y_max\x18\x04 \x01(\x02\"\xb6\x01\n\tDetection\x12\r\n\x05label\x18\x01 \x01(\t\x12\x10\n\x08\x63lass_id\x18\x02 \x01(\r\x12\x12\n\nconfidence\x18\x03 \x01(\x02\x12\x1f\n\x03\x62ox\x18\x04 \x01(\x0b\x32\x12.wildscreen.v1.Box\x12*\n\x0e\x62ox_normalized\x18\x05 \x01(\x0b\x32\x12.wildscreen.v1.Box\x12\'\n\x07verdict\x18\x06 \x01(\x0e\x32\x16.wildscreen.v1.Verdict\"9\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"i\n\x06Timing\x12\x11\n\tdecode_ms\x18\x01 \x01(\x01\x12\x10\n\x08queue_ms\x18\x02 \x01(\x01\x12\x14\n\x0cinference_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\x12\x12\n\nbatch_size\x18\x05 \x01(\r\">\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x16\n\x0eretry_after_ms\x18\x03 \x01(\r\"p\n\tClassInfo\x12\n\n\x02id\x18\x01 \x01(\r\x12\r\n\x05label\x18\x02 \x01(\t\x12\x1b\n\x0e\x66lag_threshold\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x18\n\x10review_threshold\x18\x04 \x01(\x02\x42\x11\n\x0f_flag_threshold\"\xf1\x02\n\x0eScreenResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x07verdict\x18\x02 \x01(\x0e\x32\x16.wildscreen.v1.Verdict\x12,\n\ndetections\x18\x03 \x03(\x0b\x32\x18.wildscreen.v1.Detection\x12\x13\n\x0bimage_width\x18\x04 \x01(\r\x12\x14\n\x0cimage_height\x18\x05 \x01(\r\x12&\n\x05model\x18\x06 \x01(\x0b\x32\x17.wildscreen.v1.ModelRef\x12%\n\x06timing\x18\x07 \x01(\x0b\x32\x15.wildscreen.v1.Timing\x12\x0f\n\x07overlay\x18\x08 \x01(\x0c\x12#\n\x05\x65rror\x18\t \x01(\x0b\x32\x14.wildscreen.v1.Error\x12,\n\nthresholds\x18\n \x03(\x0b\x32\x18.wildscreen.v1.ClassInfo\x12\x16\n\x0emin_confidence\x18\x0b \x01(\x02\"\x15\n\x13GetModelInfoRequest\"\xf8\x01\n\tModelInfo\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.wildscreen.v1.ModelRef\x12)\n\x07\x63lasses\x18\x02 \x03(\x0b\x32\x18.wildscreen.v1.ClassInfo\x12\x12\n\ninput_size\x18\x03 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12\x16\n\x0emax_batch_size\x18\x06 \x01(\r\x12\x0f\n\x07trained\x18\x07 \x01(\x08\x12\x1e\n\x16\x64\x65\x66\x61ult_min_confidence\x18\x08 \x01(\x02\x12\x1a\n\x12max_batch_delay_ms\x18\t \x01(\x01\"%\n\x12ReloadModelRequest\x12\x0f\n\x07version\x18\x01 \x01(\t*Y\n\rOverlayFormat\x12\x17\n\x13OVERLAY_FORMAT_NONE\x10\x00\x12\x17\n\x13OVERLAY_FORMAT_JPEG\x10\x01\x12\x16\n\x12OVERLAY_FORMAT_PNG\x10\x02*[\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x11\n\rVERDICT_CLEAR\x10\x01\x12\x12\n\x0eVERDICT_REVIEW\x10\x02\x12\x10\n\x0cVERDICT_FLAG\x10\x03\x32\xbd\x02\n\tScreening\x12\x45\n\x06Screen\x12\x1c.wildscreen.v1.ScreenRequest\x1a\x1d.wildscreen.v1.ScreenResponse\x12O\n\x0cScreenStream\x12\x1c.wildscreen.v1.ScreenRequest\x1a\x1d.wildscreen.v1.ScreenResponse(\x01\x30\x01\x12L\n\x0cGetModelInfo\x12\".wildscreen.v1.GetModelInfoRequest\x1a\x18.wildscreen.v1.ModelInfo\x12J\n\x0bReloadModel\x12!.wildscreen.v1.ReloadModelRequest\x1a\x18.wildscreen.v1.ModelInfoBY\n\x11org.wildscreen.v1P\x01ZBgithub.com/wildscreen/wildscreen/gen/go/wildscreen/v1;wildscreenv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwildscreen/v1/screening.proto\x12\rwildscreen.v1\"\xba\x01\n\rScreenRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x16\n\x0emin_confidence\x18\x03 \x01(\x02\x12\x0f\n\x07\x63lasses\x18\x04 \x03(\t\x12-\n\x07overlay\x18\x05 \x01(\x0e\x32\x1c.wildscreen.v1.OverlayFormat\x12\x16\n\x0emax_detections\x18\x06 \x01(\r\x12\x16\n\x0eoverlay_weaker\x18\x07 \x01(\x08\"A\n\x03\x42ox\x12\r\n\x05x_min\x18\x01 \x01(\x02\x12\r\n\x05y_min\x18\x02 \x01(\x02\x12\r\n\x05x_max\x18\x03 \x01(\x02\x12\r\n\x05y_max\x18\x04 \x01(\x02\"\xb6\x01\n\tDetection\x12\r\n\x05label\x18\x01 \x01(\t\x12\x10\n\x08\x63lass_id\x18\x02 \x01(\r\x12\x12\n\nconfidence\x18\x03 \x01(\x02\x12\x1f\n\x03\x62ox\x18\x04 \x01(\x0b\x32\x12.wildscreen.v1.Box\x12*\n\x0e\x62ox_normalized\x18\x05 \x01(\x0b\x32\x12.wildscreen.v1.Box\x12\'\n\x07verdict\x18\x06 \x01(\x0e\x32\x16.wildscreen.v1.Verdict\"9\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"i\n\x06Timing\x12\x11\n\tdecode_ms\x18\x01 \x01(\x01\x12\x10\n\x08queue_ms\x18\x02 \x01(\x01\x12\x14\n\x0cinference_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\x12\x12\n\nbatch_size\x18\x05 \x01(\r\">\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x16\n\x0eretry_after_ms\x18\x03 \x01(\r\"p\n\tClassInfo\x12\n\n\x02id\x18\x01 \x01(\r\x12\r\n\x05label\x18\x02 \x01(\t\x12\x1b\n\x0e\x66lag_threshold\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x18\n\x10review_threshold\x18\x04 \x01(\x02\x42\x11\n\x0f_flag_threshold\"\xf1\x02\n\x0eScreenResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x07verdict\x18\x02 \x01(\x0e\x32\x16.wildscreen.v1.Verdict\x12,\n\ndetections\x18\x03 \x03(\x0b\x32\x18.wildscreen.v1.Detection\x12\x13\n\x0bimage_width\x18\x04 \x01(\r\x12\x14\n\x0cimage_height\x18\x05 \x01(\r\x12&\n\x05model\x18\x06 \x01(\x0b\x32\x17.wildscreen.v1.ModelRef\x12%\n\x06timing\x18\x07 \x01(\x0b\x32\x15.wildscreen.v1.Timing\x12\x0f\n\x07overlay\x18\x08 \x01(\x0c\x12#\n\x05\x65rror\x18\t \x01(\x0b\x32\x14.wildscreen.v1.Error\x12,\n\nthresholds\x18\n \x03(\x0b\x32\x18.wildscreen.v1.ClassInfo\x12\x16\n\x0emin_confidence\x18\x0b \x01(\x02\"\x15\n\x13GetModelInfoRequest\"\xf8\x01\n\tModelInfo\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.wildscreen.v1.ModelRef\x12)\n\x07\x63lasses\x18\x02 \x03(\x0b\x32\x18.wildscreen.v1.ClassInfo\x12\x12\n\ninput_size\x18\x03 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12\x16\n\x0emax_batch_size\x18\x06 \x01(\r\x12\x0f\n\x07trained\x18\x07 \x01(\x08\x12\x1e\n\x16\x64\x65\x66\x61ult_min_confidence\x18\x08 \x01(\x02\x12\x1a\n\x12max_batch_delay_ms\x18\t \x01(\x01\"%\n\x12ReloadModelRequest\x12\x0f\n\x07version\x18\x01 \x01(\t*Y\n\rOverlayFormat\x12\x17\n\x13OVERLAY_FORMAT_NONE\x10\x00\x12\x17\n\x13OVERLAY_FORMAT_JPEG\x10\x01\x12\x16\n\x12OVERLAY_FORMAT_PNG\x10\x02*[\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x11\n\rVERDICT_CLEAR\x10\x01\x12\x12\n\x0eVERDICT_REVIEW\x10\x02\x12\x10\n\x0cVERDICT_FLAG\x10\x03\x32\xbd\x02\n\tScreening\x12\x45\n\x06Screen\x12\x1c.wildscreen.v1.ScreenRequest\x1a\x1d.wildscreen.v1.ScreenResponse\x12O\n\x0cScreenStream\x12\x1c.wildscreen.v1.ScreenRequest\x1a\x1d.wildscreen.v1.ScreenResponse(\x01\x30\x01\x12L\n\x0cGetModelInfo\x12\".wildscreen.v1.GetModelInfoRequest\x1a\x18.wildscreen.v1.ModelInfo\x12J\n\x0bReloadModel\x12!.wildscreen.v1.ReloadModelRequest\x1a\x18.wildscreen.v1.ModelInfoBY\n\x11org.wildscreen.v1P\x01ZBgithub.com/wildscreen/wildscreen/gen/go/wildscreen/v1;wildscreenv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,32 +32,32 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'wildscreen.v1.screening_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\021org.wildscreen.v1P\001ZBgithub.com/wildscreen/wildscreen/gen/go/wildscreen/v1;wildscreenv1'
-  _globals['_OVERLAYFORMAT']._serialized_start=1494
-  _globals['_OVERLAYFORMAT']._serialized_end=1583
-  _globals['_VERDICT']._serialized_start=1585
-  _globals['_VERDICT']._serialized_end=1676
+  _globals['_OVERLAYFORMAT']._serialized_start=1518
+  _globals['_OVERLAYFORMAT']._serialized_end=1607
+  _globals['_VERDICT']._serialized_start=1609
+  _globals['_VERDICT']._serialized_end=1700
   _globals['_SCREENREQUEST']._serialized_start=49
-  _globals['_SCREENREQUEST']._serialized_end=211
-  _globals['_BOX']._serialized_start=213
-  _globals['_BOX']._serialized_end=278
-  _globals['_DETECTION']._serialized_start=281
-  _globals['_DETECTION']._serialized_end=463
-  _globals['_MODELREF']._serialized_start=465
-  _globals['_MODELREF']._serialized_end=522
-  _globals['_TIMING']._serialized_start=524
-  _globals['_TIMING']._serialized_end=629
-  _globals['_ERROR']._serialized_start=631
-  _globals['_ERROR']._serialized_end=693
-  _globals['_CLASSINFO']._serialized_start=695
-  _globals['_CLASSINFO']._serialized_end=807
-  _globals['_SCREENRESPONSE']._serialized_start=810
-  _globals['_SCREENRESPONSE']._serialized_end=1179
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1181
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1202
-  _globals['_MODELINFO']._serialized_start=1205
-  _globals['_MODELINFO']._serialized_end=1453
-  _globals['_RELOADMODELREQUEST']._serialized_start=1455
-  _globals['_RELOADMODELREQUEST']._serialized_end=1492
-  _globals['_SCREENING']._serialized_start=1679
-  _globals['_SCREENING']._serialized_end=1996
+  _globals['_SCREENREQUEST']._serialized_end=235
+  _globals['_BOX']._serialized_start=237
+  _globals['_BOX']._serialized_end=302
+  _globals['_DETECTION']._serialized_start=305
+  _globals['_DETECTION']._serialized_end=487
+  _globals['_MODELREF']._serialized_start=489
+  _globals['_MODELREF']._serialized_end=546
+  _globals['_TIMING']._serialized_start=548
+  _globals['_TIMING']._serialized_end=653
+  _globals['_ERROR']._serialized_start=655
+  _globals['_ERROR']._serialized_end=717
+  _globals['_CLASSINFO']._serialized_start=719
+  _globals['_CLASSINFO']._serialized_end=831
+  _globals['_SCREENRESPONSE']._serialized_start=834
+  _globals['_SCREENRESPONSE']._serialized_end=1203
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1205
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1226
+  _globals['_MODELINFO']._serialized_start=1229
+  _globals['_MODELINFO']._serialized_end=1477
+  _globals['_RELOADMODELREQUEST']._serialized_start=1479
+  _globals['_RELOADMODELREQUEST']._serialized_end=1516
+  _globals['_SCREENING']._serialized_start=1703
+  _globals['_SCREENING']._serialized_end=2020
 # @@protoc_insertion_point(module_scope)

@@ -28,20 +28,22 @@ VERDICT_REVIEW: Verdict
 VERDICT_FLAG: Verdict
 
 class ScreenRequest(_message.Message):
-    __slots__ = ("request_id", "image", "min_confidence", "classes", "overlay", "max_detections")
+    __slots__ = ("request_id", "image", "min_confidence", "classes", "overlay", "max_detections", "overlay_weaker")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     OVERLAY_FIELD_NUMBER: _ClassVar[int]
     MAX_DETECTIONS_FIELD_NUMBER: _ClassVar[int]
+    OVERLAY_WEAKER_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     image: bytes
     min_confidence: float
     classes: _containers.RepeatedScalarFieldContainer[str]
     overlay: OverlayFormat
     max_detections: int
-    def __init__(self, request_id: _Optional[str] = ..., image: _Optional[bytes] = ..., min_confidence: _Optional[float] = ..., classes: _Optional[_Iterable[str]] = ..., overlay: _Optional[_Union[OverlayFormat, str]] = ..., max_detections: _Optional[int] = ...) -> None: ...
+    overlay_weaker: bool
+    def __init__(self, request_id: _Optional[str] = ..., image: _Optional[bytes] = ..., min_confidence: _Optional[float] = ..., classes: _Optional[_Iterable[str]] = ..., overlay: _Optional[_Union[OverlayFormat, str]] = ..., max_detections: _Optional[int] = ..., overlay_weaker: _Optional[bool] = ...) -> None: ...
 
 class Box(_message.Message):
     __slots__ = ("x_min", "y_min", "x_max", "y_max")

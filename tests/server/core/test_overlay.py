@@ -33,3 +33,19 @@ def test_label_text_scales_with_a_large_photo():
     label_height_small = (small[: 100, 100:300] > 0).any(axis=2).any(axis=1).sum()
     label_height_large = (large[: 600, 600:1900] > 0).any(axis=2).any(axis=1).sum()
     assert label_height_large > 4 * label_height_small > 0
+
+
+def test_boxes_below_the_review_threshold_are_drawn_only_on_request_and_fainter():
+    image = np.full((300, 400, 3), 128, np.uint8)
+    found = detections((20, 20, 150, 150, 0.9, 0), (220, 120, 380, 280, 0.1, 2))
+    strong = np.array([True, False])
+    default = draw_overlay(image, found, strong=strong)
+    asked = draw_overlay(image, found, strong=strong, weaker=True)
+    weak_region = (slice(118, 284), slice(218, 384))
+    assert np.array_equal(default[weak_region], image[weak_region])  # not drawn by default
+    assert not np.array_equal(asked[weak_region], image[weak_region])  # drawn when asked
+    # ... fainter than a strong box of the same class would be
+    as_strong = draw_overlay(image, found, strong=np.array([True, True]))
+    diff = lambda out: np.abs(out[weak_region].astype(int) - 128).sum()  # noqa: E731
+    assert diff(asked) < diff(as_strong) / 2
+    assert np.array_equal(default[:160, :160], asked[:160, :160])  # the strong box looks the same either way

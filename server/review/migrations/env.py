@@ -1,0 +1,12 @@
+"""Alembic's entry: run the migrations on the connection that `server.review.database` hands over."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from server.review.schema import Base
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()

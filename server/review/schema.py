@@ -1,0 +1,82 @@
+"""The review database's tables. Alembic's migrations (server/review/migrations) create and change
+them; this module is what the code reads and writes through.
+
+Queue order is FLAG before REVIEW, then the strongest find first: `priority` and `top_confidence`
+are stored at intake so that the next item is one index scan, also with 100k items queued.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+QUEUED, DECIDED = "queued", "decided"
+ACTIONS = ("confirm", "reject", "fix", "skip")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    __tablename__ = "items"
+    __table_args__ = (
+        UniqueConstraint("image_sha256", "request_id", name="uq_items_image_request"),
+        Index("ix_items_queue", "state", "priority", "top_confidence", "id"),
+        Index("ix_items_claimed_by", "claimed_by"),
+        Index("ix_items_decided_at", "decided_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_sha256: Mapped[str] = mapped_column(String(64))
+    image_file: Mapped[str] = mapped_column(String(200))
+    """Relative to the data dir's images/: the upright image as the reviewer sees it."""
+    source_path: Mapped[str] = mapped_column(Text, default="")
+    """Where the submitter had the image (a path or URL), for the record."""
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    request_id: Mapped[str] = mapped_column(String(200))
+    listing_id: Mapped[str] = mapped_column(String(200))
+    verdict: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[int] = mapped_column(Integer)
+    top_confidence: Mapped[float] = mapped_column(Float)
+    top_label: Mapped[str] = mapped_column(String(64))
+    detections: Mapped[list] = mapped_column(JSON)
+    thresholds: Mapped[list] = mapped_column(JSON)
+    model_name: Mapped[str] = mapped_column(String(100))
+    model_version: Mapped[str] = mapped_column(String(100))
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    arrived_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    state: Mapped[str] = mapped_column(String(16), default=QUEUED)
+    claimed_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    claim_expires: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    decision: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    final_boxes: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Decision(Base):
+    """The audit log: every action on an item, with what it was before and after."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (Index("ix_decisions_item", "item_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
+    reviewer: Mapped[str] = mapped_column(String(100))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    action: Mapped[str] = mapped_column(String(16))
+    before: Mapped[dict] = mapped_column(JSON)
+    after: Mapped[dict] = mapped_column(JSON)
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
+class Reviewer(Base):
+    __tablename__ = "reviewers"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(300))
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True))

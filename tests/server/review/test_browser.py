@@ -1,0 +1,135 @@
+"""End to end in a real browser: Debian's chromium driven by Playwright works through a queue
+with the keyboard and the mouse, and the export is accepted by `training import` and `check`.
+
+Skipped with the reason where chromium or Playwright is absent (CI installs chromium)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.review import photos, review_service, screen_line
+from tests.support.shared import SHARED
+
+pytestmark = pytest.mark.browser
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+REPO = Path(__file__).resolve().parents[3]
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+expect = None  # playwright's, once the browser fixture found it
+XSS = '<img src=x onerror="window.pwned=1">'
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip("no chromium: apt-get install -y chromium (CI's .ci/run does)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
+    global expect
+    expect = sync_api.expect
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def queue(service, photo, request_id: str, listing: str, verdict: str, label: str, confidence: float,
+          weak: tuple = ()) -> int:
+    dets = [(label, confidence, box) for box in photo.boxes[:1]] + list(weak)
+    line = screen_line(request_id, verdict, photo.width, photo.height, dets)
+    answer = httpx.post(f"{service.url}/api/items", files={"image": ("p.jpg", photo.jpeg)},
+                        data={"result": json.dumps(line), "listing_id": listing}, headers={"x-requested-by": "wildscreen"})
+    assert answer.status_code == 201, answer.text
+    return answer.json()["id"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_a_reviewer_works_through_the_queue_and_the_export_trains(browser, tmp_path):
+    a, b, c = photos(3, SHARED)
+    with review_service(tmp_path / "review") as service:
+        w, h = b.width, b.height
+        weak = (("tiger_parts", 0.12, (w * 0.05, h * 0.05, w * 0.25, h * 0.25)),)
+        second = queue(service, b, XSS, "listing-1", "VERDICT_REVIEW", "live_reptile", 0.55, weak)
+        first = queue(service, a, "req-a", "listing-1", "VERDICT_FLAG", "live_reptile", 0.93)
+        third = queue(service, c, "req-c", "listing-2", "VERDICT_REVIEW", "live_reptile", 0.41)
+
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        dialogs = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(service.url)
+        assert "FLAG before REVIEW" in page.locator("#order").inner_text()
+        assert page.locator("#shortcuts").inner_text().count("\n") >= 10  # every action has its key on the page
+
+        # FLAG first: confirm with the keyboard.
+        expect(page.locator("#item-id")).to_have_text(str(first))
+        page.keyboard.press("c")
+
+        # Then REVIEW by confidence: the item whose request id is markup, shown as text.
+        expect(page.locator("#item-id")).to_have_text(str(second))
+        assert page.locator("#request").inner_text() == XSS
+        assert page.locator("#request img").count() == 0
+        assert page.locator("g.weak").count() == 0  # weaker boxes only on request
+        page.keyboard.press("w")
+        assert page.locator("g.weak").count() == 1
+        if os.environ.get("WILDSCREEN_SCREENSHOT"):
+            page.screenshot(path=os.environ["WILDSCREEN_SCREENSHOT"])
+        page.keyboard.press("w")
+        # Fix with the mouse: drag the box's bottom-right corner out, then the box itself.
+        handle = page.locator("g.box rect.handle.se").first.bounding_box()
+        x, y = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
+        page.mouse.move(x, y)
+        page.mouse.down()
+        page.mouse.move(x - 40, y - 30, steps=5)
+        page.mouse.up()
+        assert page.locator("#edited").is_visible()
+        page.keyboard.press("2")  # and change its class to pangolin_scales
+        page.keyboard.press("n")
+        page.keyboard.type("smaller than the model thought")
+        page.keyboard.press("Escape")
+        page.keyboard.press("f")
+
+        # Then reject the last one: a false alarm, a hard negative.
+        expect(page.locator("#item-id")).to_have_text(str(third))
+        page.keyboard.press("r")
+        page.wait_for_selector("#empty:not([hidden])")
+        assert dialogs == []
+
+        fixed = service.store.get(second)
+        assert fixed.decision == "fix" and [box["label"] for box in fixed.final_boxes] == ["pangolin_scales"]
+        before = fixed.detections[0]
+        after = fixed.final_boxes[0]
+        assert after["x_max"] < before["x_max"] and after["y_max"] < before["y_max"]
+        assert (after["x_min"], after["y_min"]) == pytest.approx((before["x_min"], before["y_min"]))
+        assert service.store.history(second)[-1]["note"] == "smaller than the model thought"
+        assert [service.store.get(i).decision for i in (first, third)] == ["confirm", "reject"]
+
+        out = tmp_path / "export"
+        exported = run("server.review.main", "--data-dir", str(service.data_dir), "export", str(out))
+        assert exported.returncode == 0, exported.stderr
+
+    labels = {p.parent.name + "/" + p.stem.split("-")[0]: p.read_text().split("\n")[:-1] for p in (out / "labels").rglob("*.txt")}
+    by_item = {int(k.split("/")[1]): (k.split("/")[0], v) for k, v in labels.items()}
+    assert [line.split()[0] for line in by_item[first][1]] == ["3"]  # confirmed live_reptile
+    assert [line.split()[0] for line in by_item[second][1]] == ["1"]  # fixed to pangolin_scales
+    assert by_item[third][1] == []  # rejected: background
+    assert by_item[first][0] == by_item[second][0] != by_item[third][0]  # one folder per listing
+
+    dataset = tmp_path / "dataset"
+    imported = run("training", "import", "yolo", str(out), "--dataset", str(dataset), "--source", "review", "--group", "folder")
+    assert imported.returncode == 0, imported.stderr
+    assert "imported 3 images" in imported.stdout and "(1 background)" in imported.stdout
+    checked = run("training", "check", str(dataset))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    groups = {row.split(",")[2] for row in (dataset / "meta.csv").read_text().splitlines()[1:]} if (dataset / "meta.csv").exists() else None
+    if groups is not None:
+        assert len(groups) == 2  # the two listings, each one group for `training split`
