@@ -108,6 +108,33 @@ def test_only_the_backfill_imports_ray_and_pyarrow():
     assert outside == []
 
 
+def installed_closure(requirements: list[str]) -> set[str]:
+    """The distributions these requirements install, with their extras, followed through the installed metadata."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    seen, todo = set(), [(Requirement(r), "") for r in requirements]
+    while todo:
+        req, extra = todo.pop()
+        if req.marker is not None and not req.marker.evaluate({"extra": extra}):
+            continue
+        dist = req.name.lower().replace("_", "-")
+        for wanted in [""] + sorted(req.extras):
+            if (dist, wanted) not in seen:
+                seen.add((dist, wanted))
+                todo += [(Requirement(r), wanted) for r in metadata.requires(dist) or []]
+    return {dist for dist, _ in seen}
+
+
+def test_the_servers_own_install_pulls_in_neither_ray_nor_pyarrow():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert {"ray", "pyarrow"} <= installed_closure(project["optional-dependencies"]["backfill"])
+    assert installed_closure(project["dependencies"]) & {"ray", "pyarrow"} == set()
+
+
 def test_the_client_depends_on_the_stubs_only():
     assert forbidden_imports("wildscreen", ("server", "training", "bench", "torch", "ultralytics")) == []
 

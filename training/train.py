@@ -114,12 +114,36 @@ def train(options: TrainOptions) -> Path:
     args.update(options.overrides)
     # Written first, so that a resumed run still knows its base (Ultralytics' args.yaml then names last.pt).
     record = write_run_record(run_dir, options, args, base)
-    kept = record.read_text()
-    YOLO(base).train(**args)
-    if not record.exists():  # Ultralytics' DDP launcher (--device 0,1,...) empties the run folder first
-        record.write_text(kept)
+    keep = KeepRecord(record.read_text())
+    model = YOLO(base)
+    model.add_callback("on_pretrain_routine_start", keep)
+    try:
+        model.train(**args)
+    finally:
+        keep.put_back(run_dir)  # a launch that failed before any worker started
     _mark_completed(run_dir)
     return run_dir
+
+
+class KeepRecord:
+    """Puts the run record back into the run folder when Ultralytics' DDP launcher has removed it.
+
+    With --device 0,1,... Ultralytics empties the run folder before it launches the workers. The
+    callback goes to the workers with the trainer (pickled) and runs in rank 0 as training starts,
+    so a run killed mid-way (a preempted node) still has its record when it is resumed.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __call__(self, trainer: Any) -> None:
+        self.put_back(Path(trainer.save_dir))
+
+    def put_back(self, run_dir: Path) -> None:
+        path = Path(run_dir) / RUN_RECORD
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(self.text)
 
 
 def write_run_record(run_dir: Path, options: TrainOptions, args: dict[str, Any], base: str) -> Path:
