@@ -9,6 +9,7 @@ Layers, each importing only the ones below it (tests/test_architecture.py checks
         status          the ONE table from domain errors to status codes
         auth            API-key interceptor (which RPCs need which role)
         observability   RPC counts and the access log
+        review_feed     REVIEW/FLAG results posted to the review service in the background
     review/             the reviewer workbench: a second edge (HTTP) with its own store
         main            the wildscreen-review entry point: serve, reviewers add, export
         app             Starlette routes: pages and the JSON API
