@@ -19,12 +19,13 @@ from sqlalchemy.exc import IntegrityError
 from server.core.decoding import DecodeLimits
 from server.core.errors import Conflict, InvalidInput, NotFound
 from server.review.database import sessions
-from server.review.intake import check_box, read_submission, store_image
+from server.review.intake import QUEUED_VERDICTS, check_box, read_submission, store_image
 from server.review.schema import ACTIONS, DECIDED, QUEUED, Decision, Item
 
 MAX_NOTE = 2000
 QUEUE_ORDER = (Item.priority.desc(), Item.top_confidence.desc(), Item.id)
 QUEUE_ORDER_TEXT = "FLAG before REVIEW, then the strongest find first, then the oldest"
+VERDICT_OF_PRIORITY = {priority: verdict.lower() for verdict, priority in QUEUED_VERDICTS.values()}
 
 
 def now() -> datetime:
@@ -101,11 +102,13 @@ class ReviewStore:
         return self.images_dir / self.get(item_id).image_file
 
     def counts(self) -> dict[str, int]:
+        """Queued FLAG and REVIEW items and decided ones, read from the queue index alone
+        (priority stands for the verdict: the verdict column would mean reading every row)."""
         with self.sessions() as session:
-            rows = session.execute(select(Item.state, Item.verdict, func.count()).group_by(Item.state, Item.verdict)).all()
+            rows = session.execute(select(Item.state, Item.priority, func.count()).group_by(Item.state, Item.priority)).all()
         out = {"queued_flag": 0, "queued_review": 0, "decided": 0}
-        for state, verdict, n in rows:
-            key = "decided" if state == DECIDED else f"queued_{verdict.lower()}"
+        for state, priority, n in rows:
+            key = "decided" if state == DECIDED else f"queued_{VERDICT_OF_PRIORITY.get(priority, 'other')}"
             out[key] = out.get(key, 0) + n
         return out
 
@@ -136,10 +139,12 @@ class ReviewStore:
         return None
 
     def page(self, offset: int = 0, limit: int = 50) -> list[Item]:
-        """The queue as a list, in queue order (for the API and the benchmark)."""
+        """The queue as a list, in queue order (for the API and the benchmark): the ids from the
+        queue index first, so that a deep page skips index entries, not whole rows."""
+        ids = (select(Item.id).where(Item.state == QUEUED).order_by(*QUEUE_ORDER)
+               .offset(max(0, offset)).limit(min(max(1, limit), 500)))
         with self.sessions() as session:
-            return list(session.scalars(select(Item).where(Item.state == QUEUED).order_by(*QUEUE_ORDER)
-                                        .offset(max(0, offset)).limit(min(max(1, limit), 500))))
+            return list(session.scalars(select(Item).where(Item.id.in_(ids.scalar_subquery())).order_by(*QUEUE_ORDER)))
 
     # decisions ---------------------------------------------------------------------------------
     def decide(self, item_id: int, reviewer: str, action: str, boxes: list | None = None, note: str = "") -> dict:
