@@ -116,11 +116,13 @@ class ReviewStore:
         """The item `reviewer` holds, or the first free one in queue order, claimed for them."""
         moment = now()
         with self.sessions() as session:
-            held = session.scalar(select(Item).where(
-                Item.state == QUEUED, Item.claimed_by == reviewer, Item.claim_expires > moment,
-                Item.id.not_in(skip) if skip else True).order_by(*QUEUE_ORDER).limit(1))
-            if held is not None:
-                return held
+            # Only the claimed_by index in this query, the rest sorted here: a reviewer holds a few
+            # items, and with a queue-order clause SQLite would walk the whole queue index instead.
+            held = [i for i in session.scalars(select(Item).where(Item.claimed_by == reviewer))
+                    if i.state == QUEUED and i.claim_expires is not None and _aware(i.claim_expires) > moment
+                    and i.id not in skip]
+            if held:
+                return min(held, key=lambda i: (-i.priority, -i.top_confidence, i.id))
             for _ in range(8):
                 free = or_(Item.claimed_by.is_(None), Item.claim_expires <= moment)
                 candidate = select(Item.id).where(Item.state == QUEUED, free)
