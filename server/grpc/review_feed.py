@@ -123,7 +123,8 @@ class ReviewFeed:
     def _send(self, request: pb.ScreenRequest, response: pb.ScreenResponse) -> str:
         try:
             # The request id is the caller's listing or upload id: it names the item and groups it.
-            self.queue.submit_bytes(request.image, request.request_id or "image", result_line(response), request.request_id)
+            # The file name is fixed: a caller's request id has no business in a multipart header.
+            self.queue.submit_bytes(request.image, "image", result_line(response), request.request_id)
         except RuntimeError as exc:  # unreachable, or refused: the service's own words
             return self._failed(str(exc))
         except Exception:  # a bug here must not end forwarding
