@@ -9,6 +9,7 @@ Layers, each importing only the ones below it (tests/test_architecture.py checks
         status          the ONE table from domain errors to status codes
         auth            API-key interceptor (which RPCs need which role)
         observability   RPC counts and the access log
+        review_feed     REVIEW/FLAG results posted to the review service in the background
     batch/              the backfill edge: a stored catalogue screened on Ray Data (optional extra)
         backfill        the Ray Data pipeline and `wildscreen-backfill`
         screener        the per-actor callable: the core's decoder, engine and rule on batches of rows
@@ -23,7 +24,7 @@ Layers, each importing only the ones below it (tests/test_architecture.py checks
         schema          the tables
         database        engine, SQLite by default, Alembic upgrade at start
         export          decided items -> an Ultralytics dataset
-        env, 0001_initial  Alembic: migrations/env.py runs migrations/versions/, the first schema
+        env, 0001_initial, 0002_queue_order_index  Alembic: env.py runs versions/ (the first schema; the queue index in order)
     core/               the screening core: no protocol, no `import grpc`
         screening       the pipeline: admit, validate, decode, batch, decide, draw
         pacing          refusals answered at a bounded rate under a retry storm

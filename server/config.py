@@ -70,6 +70,15 @@ class ServerConfig:
     max_connection_age_s: float = _doc("close each client connection after this long (GOAWAY, then --grace-period-s for "
                                        "its calls in flight), so clients re-resolve a DNS name and find new replicas; "
                                        "0 = never", default=0.0)
+    review_queue: str = _doc("URL of the review service (wildscreen-review): REVIEW and FLAG results, with their images, "
+                             "are posted there in the background, never delaying an answer; empty = off", default="")
+    review_queue_key_file: Path | None = _doc("file holding an API key with the review role for --review-queue "
+                                              "(a key is not needed on the review service's own loopback)", default=None)
+    review_queue_max_pending: int = _doc("results waiting to be posted to --review-queue; beyond it new ones are "
+                                         "dropped and counted (wildscreen_review_feed_total{outcome=\"dropped\"})", default=64)
+    review_queue_max_pending_bytes: int = _doc("image bytes of the results waiting to be posted; beyond it new ones "
+                                               "are dropped and counted", default=256 * 1024 * 1024)
+    review_queue_timeout_s: float = _doc("longest one post to --review-queue may take", default=10.0)
     log_format: str = _doc("json or text", default="json")
     log_level: str = _doc("DEBUG, INFO, WARNING or ERROR", default="INFO")
     switch_interval_s: float = _doc("Python's thread switch interval; the model thread gives up the GIL around every tensor op "
@@ -103,6 +112,12 @@ class ServerConfig:
             problems.append("max_connection_age_s must not be negative")
         if self.switch_interval_s <= 0:
             problems.append("switch_interval_s must be positive")
+        if self.review_queue and not self.review_queue.startswith(("http://", "https://")):
+            problems.append(f"review_queue {self.review_queue!r} is not an http:// or https:// URL")
+        if self.review_queue_max_pending < 1 or self.review_queue_max_pending_bytes < 1:
+            problems.append("review_queue_max_pending and review_queue_max_pending_bytes must be at least 1")
+        if self.review_queue_timeout_s <= 0:
+            problems.append("review_queue_timeout_s must be positive")
         if self.log_format not in ("json", "text"):
             problems.append(f"log_format {self.log_format!r} is not json or text")
         if problems:

@@ -23,8 +23,11 @@ class ReviewQueue:
 
     def submit(self, path: Path, line: dict, listing_id: str) -> dict:
         """Queue one result; the answer is {"id", "created"}; raises RuntimeError with the service's message."""
-        data = Path(path).read_bytes()
-        files = {"image": (Path(path).name, data, "application/octet-stream")}
+        return self.submit_bytes(Path(path).read_bytes(), Path(path).name, line, listing_id)
+
+    def submit_bytes(self, data: bytes, name: str, line: dict, listing_id: str) -> dict:
+        """`submit` for an image already in memory (the screening server forwards what it was sent)."""
+        files = {"image": (name, data, "application/octet-stream")}
         fields = {"result": json.dumps(line), "listing_id": listing_id}
         try:
             response = self.client.post("/api/items", files=files, data=fields)
@@ -35,7 +38,7 @@ class ReviewQueue:
                 message = response.json()["error"]["message"]
             except (ValueError, KeyError, TypeError):
                 message = response.text[:200]
-            raise RuntimeError(f"review queue refused {path}: HTTP {response.status_code}: {message}")
+            raise RuntimeError(f"review queue refused {name}: HTTP {response.status_code}: {message}")
         return response.json()
 
     def close(self) -> None:

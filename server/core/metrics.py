@@ -8,6 +8,7 @@
     wildscreen_detections_total{class}            detections listed, by class
     wildscreen_verdicts_total{verdict,class}      verdicts, by the class that decided them
     wildscreen_model_info{name,version,sha256,backend,device}
+    wildscreen_review_feed_total{outcome}         results for the review service: sent, dropped (queue full), failed
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ class ServerMetrics:
         self.detections = Counter("wildscreen_detections", "Detections listed, by class", ["class"], registry=r)
         self.verdicts = Counter("wildscreen_verdicts", "Verdicts, by the class that decided them", ["verdict", "class"], registry=r)
         self.model = Info("wildscreen_model", "The model serving now", registry=r)
+        self.review_feed = Counter("wildscreen_review_feed", "Results posted to the review service (--review-queue), "
+                                   "by outcome: sent, dropped (its queue full), failed (unreachable or refused)",
+                                   ["outcome"], registry=r)
 
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)

@@ -6,6 +6,7 @@ NOT_SERVING, refuse new RPCs, let in-flight ones finish within the grace period,
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -17,6 +18,7 @@ from server.grpc.auth import AuthInterceptor
 from server.config import ServerConfig
 from server.core.metrics import ServerMetrics
 from server.grpc.observability import ObservabilityInterceptor
+from server.grpc.review_feed import ReviewFeed
 from server.core.screening import Screener
 from server.grpc.servicer import ScreeningServicer
 from wildscreen.v1 import screening_pb2 as pb
@@ -62,7 +64,8 @@ class WildscreenServer:
         self.metrics = ServerMetrics()
         self.screener = Screener(config, self.metrics)
         self.health = health.aio.HealthServicer()
-        self.servicer = ScreeningServicer(self.screener, config.max_stream_in_flight)
+        self.review_feed = ReviewFeed.from_config(config, self.metrics) if config.review_queue else None
+        self.servicer = ScreeningServicer(self.screener, config.max_stream_in_flight, self.review_feed)
         interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(self.metrics)]
         if config.api_keys_file is not None:
             interceptors.append(AuthInterceptor(KeyStore(config.api_keys_file)))
@@ -94,6 +97,8 @@ class WildscreenServer:
         if not self.port:
             raise OSError(f"could not bind {self.config.address}")
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.review_feed is not None:
+            self.review_feed.start()
         await self.server.start()
         if self.health_server is not None:
             if not self.health_server.add_insecure_port(self.config.address_on(self.config.health_port)):
@@ -110,9 +115,12 @@ class WildscreenServer:
     async def stop(self, grace_s: float | None = None) -> None:
         """NOT_SERVING, then let in-flight RPCs finish within the grace period."""
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(self.config.grace_period_s if grace_s is None else grace_s)
+        grace_s = self.config.grace_period_s if grace_s is None else grace_s
+        await self.server.stop(grace_s)
         if self.health_server is not None:
             await self.health_server.stop(0)
+        if self.review_feed is not None:  # what the last RPCs offered gets the grace period to go out
+            await asyncio.to_thread(self.review_feed.close, grace_s)
         await self.screener.close()
         log.info("stopped")
 

@@ -18,6 +18,7 @@ from server.core.manifest import ModelManifest
 from server.core.policy import ClassPolicy
 from server.core.screening import ScreenJob, ScreenResult, Screener
 from server.core.taxonomy import by_id
+from server.grpc.review_feed import ReviewFeed
 from server.grpc.status import CODE_BY_NUMBER, answers_with_status, status_of
 from wildscreen.v1 import screening_pb2 as pb
 from wildscreen.v1 import screening_pb2_grpc as pb_grpc
@@ -88,9 +89,11 @@ def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
 
 
 class ScreeningServicer(pb_grpc.ScreeningServicer):
-    def __init__(self, screener: Screener, max_stream_in_flight: int) -> None:
+    def __init__(self, screener: Screener, max_stream_in_flight: int, review_feed: ReviewFeed | None = None) -> None:
         self.screener = screener
         self.max_stream_in_flight = max_stream_in_flight
+        self.review_feed = review_feed
+        """Where REVIEW and FLAG results are offered (never awaited); None without --review-queue."""
 
     async def _screen_one(self, request: pb.ScreenRequest, deadline: float | None) -> pb.ScreenResponse:
         """Screen one image; a failure becomes a response with `error` set (Screen turns it into a status)."""
@@ -105,7 +108,10 @@ class ScreeningServicer(pb_grpc.ScreeningServicer):
             return pb.ScreenResponse(request_id=request.request_id, error=error)
         if metrics is not None:
             metrics.observe_image(grpc.StatusCode.OK.name, result)
-        return response_from_result(result)
+        response = response_from_result(result)
+        if self.review_feed is not None:
+            self.review_feed.offer(request, response)
+        return response
 
     @answers_with_status
     async def Screen(self, request: pb.ScreenRequest, context: grpc.aio.ServicerContext) -> pb.ScreenResponse:

@@ -15,10 +15,12 @@ from collections.abc import Callable
 import grpc
 
 from server.core.errors import (
+    Conflict,
     DeadlineExpired,
     InferenceFailed,
     InvalidInput,
     ModelError,
+    NotFound,
     NotReady,
     Overloaded,
     PermissionDenied,
@@ -39,6 +41,9 @@ STATUS_CODES: dict[type[WildscreenError], grpc.StatusCode] = {
     InferenceFailed: grpc.StatusCode.INTERNAL,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    # The review queue's kinds: no RPC raises them today, but the table covers the whole tree.
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    Conflict: grpc.StatusCode.ABORTED,
 }
 
 INTERNAL_MESSAGE = "internal error; the server logged the details"

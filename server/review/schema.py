@@ -24,7 +24,6 @@ class Item(Base):
     __tablename__ = "items"
     __table_args__ = (
         UniqueConstraint("image_sha256", "request_id", name="uq_items_image_request"),
-        Index("ix_items_queue", "state", "priority", "top_confidence", "id"),
         Index("ix_items_claimed_by", "claimed_by"),
         Index("ix_items_decided_at", "decided_at"),
     )
@@ -80,3 +79,9 @@ class Reviewer(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     password_hash: Mapped[str] = mapped_column(String(300))
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# In queue order, directions included: the next item is the index's first entry, a page is a range
+# of it, and the counts are read from it alone (migration 0002; 0001 had it all ascending, which
+# made SQLite sort the whole queue for each page).
+Index("ix_items_queue", Item.state, Item.priority.desc(), Item.top_confidence.desc(), Item.id)

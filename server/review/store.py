@@ -19,12 +19,13 @@ from sqlalchemy.exc import IntegrityError
 from server.core.decoding import DecodeLimits
 from server.core.errors import Conflict, InvalidInput, NotFound
 from server.review.database import sessions
-from server.review.intake import check_box, read_submission, store_image
+from server.review.intake import QUEUED_VERDICTS, check_box, read_submission, store_image
 from server.review.schema import ACTIONS, DECIDED, QUEUED, Decision, Item
 
 MAX_NOTE = 2000
 QUEUE_ORDER = (Item.priority.desc(), Item.top_confidence.desc(), Item.id)
 QUEUE_ORDER_TEXT = "FLAG before REVIEW, then the strongest find first, then the oldest"
+VERDICT_OF_PRIORITY = {priority: verdict.lower() for verdict, priority in QUEUED_VERDICTS.values()}
 
 
 def now() -> datetime:
@@ -101,11 +102,13 @@ class ReviewStore:
         return self.images_dir / self.get(item_id).image_file
 
     def counts(self) -> dict[str, int]:
+        """Queued FLAG and REVIEW items and decided ones, read from the queue index alone
+        (priority stands for the verdict: the verdict column would mean reading every row)."""
         with self.sessions() as session:
-            rows = session.execute(select(Item.state, Item.verdict, func.count()).group_by(Item.state, Item.verdict)).all()
+            rows = session.execute(select(Item.state, Item.priority, func.count()).group_by(Item.state, Item.priority)).all()
         out = {"queued_flag": 0, "queued_review": 0, "decided": 0}
-        for state, verdict, n in rows:
-            key = "decided" if state == DECIDED else f"queued_{verdict.lower()}"
+        for state, priority, n in rows:
+            key = "decided" if state == DECIDED else f"queued_{VERDICT_OF_PRIORITY.get(priority, 'other')}"
             out[key] = out.get(key, 0) + n
         return out
 
@@ -113,11 +116,13 @@ class ReviewStore:
         """The item `reviewer` holds, or the first free one in queue order, claimed for them."""
         moment = now()
         with self.sessions() as session:
-            held = session.scalar(select(Item).where(
-                Item.state == QUEUED, Item.claimed_by == reviewer, Item.claim_expires > moment,
-                Item.id.not_in(skip) if skip else True).order_by(*QUEUE_ORDER).limit(1))
-            if held is not None:
-                return held
+            # Only the claimed_by index in this query, the rest sorted here: a reviewer holds a few
+            # items, and with a queue-order clause SQLite would walk the whole queue index instead.
+            held = [i for i in session.scalars(select(Item).where(Item.claimed_by == reviewer))
+                    if i.state == QUEUED and i.claim_expires is not None and _aware(i.claim_expires) > moment
+                    and i.id not in skip]
+            if held:
+                return min(held, key=lambda i: (-i.priority, -i.top_confidence, i.id))
             for _ in range(8):
                 free = or_(Item.claimed_by.is_(None), Item.claim_expires <= moment)
                 candidate = select(Item.id).where(Item.state == QUEUED, free)
@@ -136,10 +141,12 @@ class ReviewStore:
         return None
 
     def page(self, offset: int = 0, limit: int = 50) -> list[Item]:
-        """The queue as a list, in queue order (for the API and the benchmark)."""
+        """The queue as a list, in queue order (for the API and the benchmark): the ids from the
+        queue index first, so that a deep page skips index entries, not whole rows."""
+        ids = (select(Item.id).where(Item.state == QUEUED).order_by(*QUEUE_ORDER)
+               .offset(max(0, offset)).limit(min(max(1, limit), 500)))
         with self.sessions() as session:
-            return list(session.scalars(select(Item).where(Item.state == QUEUED).order_by(*QUEUE_ORDER)
-                                        .offset(max(0, offset)).limit(min(max(1, limit), 500))))
+            return list(session.scalars(select(Item).where(Item.id.in_(ids.scalar_subquery())).order_by(*QUEUE_ORDER)))
 
     # decisions ---------------------------------------------------------------------------------
     def decide(self, item_id: int, reviewer: str, action: str, boxes: list | None = None, note: str = "") -> dict:

@@ -28,6 +28,8 @@ def test_plaintext_off_loopback_is_refused_without_insecure():
         (["--device", "tpu"], "device"),
         (["--tls-cert", "x.pem"], "go together"),
         (["--max-queue-size", "2", "--max-batch-size", "8"], "max_queue_size"),
+        (["--review-queue", "127.0.0.1:8080"], "review_queue"),
+        (["--review-queue", "http://127.0.0.1:8080", "--review-queue-max-pending", "0"], "review_queue_max_pending"),
     ],
 )
 def test_bad_configuration_is_refused(argv, words):

@@ -4,7 +4,6 @@ service: what needs a person is queued (once, however often it is screened), the
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 
 from server.process import ServerProcess
+from tests.support.eager import eager_weights
 from tests.support.review import review_service
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,16 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def eager_server(untrained_weights, tmp_path_factory):
-    """The untrained model with review thresholds at their lowest, so that by construction every
-    image with any detection calls for REVIEW (never FLAG: flag thresholds at 1)."""
-    weights = shutil.copytree(untrained_weights, tmp_path_factory.mktemp("eager") / "weights")
-    manifest = json.loads((weights / "manifest.json").read_text())
-    for version in manifest["versions"].values():
-        version["default_min_confidence"] = 1e-6
-        for cls in version["classes"]:
-            cls["review_threshold"], cls["flag_threshold"] = 1e-6, 1.0
-    (weights / "manifest.json").write_text(json.dumps(manifest))
-    with ServerProcess(weights, "--max-batch-size", "2") as proc:
+    """Every image with any detection calls for REVIEW, by construction (tests/support/eager.py)."""
+    with ServerProcess(eager_weights(untrained_weights, tmp_path_factory.mktemp("eager")), "--max-batch-size", "2") as proc:
         yield proc
 
 

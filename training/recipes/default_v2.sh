@@ -17,12 +17,15 @@ DATA=data/default/dataset/data.yaml
 #    dropped), so v1's part of this dataset is close to, not identical with, what v1 trained on.
 $T build-default --shared "$SHARED" --out data/default --proposer weights/v1.pt --v2 --composites 400
 
-# 2. Fine-tune the complete COCO YOLO11n (head included) at 320 px on the CPU, niced, resumable.
-#    On a multi-GPU node: DEVICE=0,1,2,3 BATCH=64 (Ultralytics DDP, the batch split between the GPUs);
-#    resume it in a later session, on any number of GPUs, with train --resume --device ... as above.
-[ -f "$RUNS/v2-main/weights/best.pt" ] || nice -n 19 $T train --data $DATA --model "$SHARED/weights/yolo11n-coco.pt" \
-  --imgsz 320 --epochs "${EPOCHS:-8}" --batch "${BATCH:-16}" --device "${DEVICE:-cpu}" --project "$RUNS" --name v2-main \
-  ${FREEZE:+--freeze $FREEZE} close_mosaic=2
+# 2. Fine-tune the complete COCO YOLO11n (head included) at 320 px on the CPU, resumable
+#    (`train --resume --project $RUNS --name v2-main` after an interruption). The promoted v2 had
+#    3 epochs (about 45 minutes on 2 cores: what one session could spare after rebuilding the
+#    dataset); EPOCHS=8 or a GPU run is the obvious next step. On a multi-GPU node:
+#    DEVICE=0,1,2,3 BATCH=64 (Ultralytics DDP, the batch split between the GPUs); resume it in a
+#    later session, on any number of GPUs, with train --resume --device ... as above.
+[ -f "$RUNS/v2-main/weights/best.pt" ] || $T train --data $DATA --model "$SHARED/weights/yolo11n-coco.pt" \
+  --imgsz 320 --epochs "${EPOCHS:-3}" --batch "${BATCH:-16}" --device "${DEVICE:-cpu}" --project "$RUNS" --name v2-main \
+  ${FREEZE:+--freeze $FREEZE} close_mosaic=1
 
 # 3. Evaluate v2 and v1 the same way: thresholds set on val plus the held-out calibration sources
 #    (3% review budget per class), measured on test and on the held-out sources (holdout split).

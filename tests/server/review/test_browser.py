@@ -85,7 +85,9 @@ def test_a_reviewer_works_through_the_queue_and_the_export_trains(browser, tmp_p
             page.screenshot(path=os.environ["WILDSCREEN_SCREENSHOT"])
         page.keyboard.press("w")
         # Fix with the mouse: drag the box's bottom-right corner out, then the box itself.
-        handle = page.locator("g.box rect.handle.se").first.bounding_box()
+        corner = page.locator("g.box rect.handle.se").first
+        corner.wait_for(state="visible")  # drawn once the photo has loaded and the boxes are laid over it
+        handle = corner.bounding_box()
         x, y = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
         page.mouse.move(x, y)
         page.mouse.down()
