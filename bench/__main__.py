@@ -2,7 +2,8 @@
 
 1. naive   Ultralytics `YOLO(...).predict`, one image at a time, in-process: what a user writes;
 2. engine  our pipeline in-process: decode threads feeding batches to the engine (and its
-           single-image latency);
+           single-image latency), on the backend --backend picks; "engine int8" the same forced
+           onto the int8 export when the model has one (whether or not auto would serve it);
 3. server  our gRPC server over loopback, closed-loop clients at several concurrencies.
 
 Prints a table (images/s, p50/p95/p99 latency, mean batch formed, CPU%/GPU util, ratios) and the
@@ -70,20 +71,24 @@ def main(argv: list[str] | None = None) -> int:
               f"{platform.processor() or platform.machine()}, {cores} cores{', ' + gpu if gpu else ''}; "
               f"server max_batch_size {args.max_batch_size}, max_batch_delay_ms {args.max_batch_delay_ms}, workers {args.server_workers}")
     print(header, flush=True)
-    rows = []
+    print(f"backend choice: {model['backend_reason']}", flush=True)
+    rows, ratios = [], {}
     if not args.skip_naive:
         rows.append(in_fresh_process(bench_naive, args.weights / model["file"], images, model["input_size"], "0" if gpu else "cpu"))
         print("naive done", flush=True)
     engine_row, stages = in_fresh_process(bench_engine, args.weights, args.device, args.backend, images, args.max_batch_size, cores)
     rows.append(engine_row)
     print("engine done", flush=True)
+    if model["int8"] and not gpu and model["backend"] != "onnxruntime-int8":
+        rows.append(in_fresh_process(bench_engine, args.weights, "cpu", "int8", images, args.max_batch_size, cores, "engine int8")[0])
+        ratios["engine int8/engine"] = rows[-1]["images_per_s"] / engine_row["images_per_s"]
+        print("engine int8 done", flush=True)
     server_args = ["--device", args.device, "--backend", args.backend, "--max-batch-size", str(args.max_batch_size),
                    "--max-batch-delay-ms", str(args.max_batch_delay_ms), "--max-queue-size", str(max(64, 2 * max(args.concurrency))),
                    "--workers", str(args.server_workers)]
     server_rows = bench_server(args.weights, images, args.concurrency, args.seconds, server_args, args.client_processes)
     rows += server_rows
     by_clients = {r["clients"]: r for r in server_rows}
-    ratios = {}
     reference = by_clients.get(16) or server_rows[-1]
     ratios[f"server(c={reference['clients']})/engine"] = reference["images_per_s"] / engine_row["images_per_s"]
     if not args.skip_naive:
@@ -93,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         ratios["  of which inside the server (server-reported p50 minus engine)"] = by_clients[1]["server_p50_ms"] - engine_row["single_image_p50_ms"]
     print_table(rows, stages, ratios, header)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"header": header, "rows": rows, "stages_ms": stages, "ratios": ratios}, indent=2))
+    args.json.write_text(json.dumps({"header": header, "backend_reason": model["backend_reason"], "rows": rows, "stages_ms": stages, "ratios": ratios}, indent=2))
     print(f"\nwrote {args.json}")
     return 0
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared command for a lent GPU machine (the `device` tool): install the carried wheels,
 # benchmark on the GPU, run the CUDA tests, and (when .gpudata is carried) train on the GPU.
-# About 9 minutes (bench 3, training 5 beside the tests); what matters lands in $OUT.
+# About 9 minutes (TensorRT build up to 4 where TensorRT is installed, bench 3, training 5 beside
+# the tests: STEPS="bench tests" when the TensorRT build runs); what matters lands in $OUT.
 #
 # Here, once (the machine has torch, numpy, OpenCV, Pillow, pytest, prometheus-client; not these):
 #   printf '/.whl/\n/.benchshared/\n/.gpudata/\n' >> .git/info/exclude
@@ -33,6 +34,13 @@ if [ -n "$base" ]; then
 promote(Path(sys.argv[1]), Path('/tmp/w'), version='bench', notes='benchmark copy')" "$base" && weights=/tmp/w
 fi
 steps=${STEPS:-bench tests train}
+# 1a. TensorRT: built once here (FP16, dynamic batch up to 64) and cached in $weights/cache before
+# the server's workers start, so they find it instead of racing to build it. Needs the tensorrt
+# package on the machine (too big to carry): without it the server says so and serves torch-fp16.
+python3 -c "import tensorrt; print('tensorrt', tensorrt.__version__)" 2>/dev/null || echo "no tensorrt here: torch-fp16 serves"
+timeout 240 python3 -c "import sys; from pathlib import Path; import server; from server.core.engine import InferenceEngine; \
+from server.core.manifest import WeightsStore; e = InferenceEngine.load(WeightsStore(Path(sys.argv[1])), None, 'cuda', 'auto', 0, 64); \
+print('backend', e.backend.name, '--', e.backend_reason)" "$weights" 2>&1 | tail -3 | tee "$out/tensorrt.txt"
 if [[ $steps == *bench* ]]; then
 timeout 200 python3 -m bench --weights "$weights" --device cuda --shared "$shared" --count 128 \
   --min-side 1024 --max-side 1024 --max-batch-size 64 --max-batch-delay-ms 2 --concurrency 1 16 64 256 \
@@ -48,7 +56,8 @@ if [[ $steps == *train* ]] && [ -n "$base" ] && [ -d .gpudata/dataset ]; then
   train=$!
 fi
 if [[ $steps == *tests* ]]; then
-timeout 200 python3 -m pytest -q -p no:cacheprovider tests/server/test_cuda.py tests/server/test_fast_paths.py \
+timeout 200 python3 -m pytest -q -p no:cacheprovider tests/server/core/test_cuda.py tests/server/core/test_fast_paths.py \
+  tests/server/core/test_tensorrt.py \
   2>&1 | tee "$out/cuda_tests.txt"
 fi
 if [ -n "${train:-}" ]; then

@@ -68,7 +68,8 @@ def bench_naive(model: Path, images: list[bytes], imgsz: int, device: str) -> di
             "p99_ms": percentile(latencies, 99), "mean_batch": 1.0}
 
 
-def bench_engine(weights: Path, device: str, backend: str, images: list[bytes], batch_size: int, workers: int) -> tuple[dict, dict]:
+def bench_engine(weights: Path, device: str, backend: str, images: list[bytes], batch_size: int, workers: int,
+                 name: str = "engine") -> tuple[dict, dict]:
     """Batched throughput with decode threads feeding the model, single-image latency, stage times."""
     from server.core.decoding import ImageDecoder, decode
     from server.grpc.servicer import response_from_result
@@ -114,7 +115,7 @@ def bench_engine(weights: Path, device: str, backend: str, images: list[bytes], 
         done += len(chunk)
     elapsed = time.perf_counter() - start
     pool.shutdown()
-    row = {"name": "engine", "images_per_s": len(images) / elapsed, "p50_ms": percentile(single, 50), "p95_ms": percentile(single, 95),
+    row = {"name": name, "backend": engine.backend.name, "images_per_s": len(images) / elapsed, "p50_ms": percentile(single, 50), "p95_ms": percentile(single, 95),
            "p99_ms": percentile(single, 99), "mean_batch": float(batch_size), "single_image_p50_ms": percentile(single, 50)}
     return row, stages
 
@@ -190,4 +191,5 @@ def describe_model(weights: Path, device: str, backend: str, batch_size: int) ->
     engine = InferenceEngine.load(WeightsStore(weights), None, device, backend, 0, batch_size)
     m = engine.manifest
     gpu = torch.cuda.get_device_name(0) if engine.backend.device.type == "cuda" else None
-    return {"version": m.version, "input_size": m.input_size, "file": m.file, "backend": engine.backend.name, "device": engine.device}, gpu
+    return {"version": m.version, "input_size": m.input_size, "file": m.file, "backend": engine.backend.name, "device": engine.device,
+            "backend_reason": engine.backend_reason, "int8": "int8" in m.exports}, gpu

@@ -30,7 +30,9 @@ Layers, each importing only the ones below it (tests/test_architecture.py checks
         pacing          refusals answered at a bounded rate under a retry storm
         batching        dynamic batching over asyncio
         engine          a loaded model: batched forward and NMS, boxes back
-        backends        PyTorch and ONNX Runtime forward passes
+        choice          which backends may serve: manifest entries, device, --backend; why not
+        backends        PyTorch and ONNX Runtime (FP32, int8) forward passes
+        tensorrt        TensorRT FP16 on CUDA: built at first start, cached, checked
         decoding        the one decoder: host, reduced-size and device decoding
         geometry        letterbox and EXIF orientation, pure functions
         detections      the one result type

@@ -40,7 +40,9 @@ class ServerConfig:
     weights_dir: Path = _doc("folder with the model files and manifest.json", default=Path("weights"))
     model_version: str = _doc("version to serve; empty = the one manifest.json marks current", default="")
     device: str = _doc("auto (CUDA when available, else CPU), cpu, cuda or cuda:N", default="auto")
-    backend: str = _doc("auto, torch or onnx; auto picks ONNX Runtime on CPU when it is exported and faster", default="auto")
+    backend: str = _doc("auto, torch, onnx, int8 or tensorrt; auto serves the fastest of torch and the exports whose "
+                        "manifest entries agree with it (CPU: ONNX FP32, int8; CUDA: a TensorRT engine built at first "
+                        "start); a named one is forced (see server/core/choice.py)", default="auto")
     max_batch_size: int = _doc("most images in one forward pass", default=8)
     max_batch_delay_ms: float = _doc("longest wait for a batch to fill once its first image is ready", default=2.0)
     max_queue_size: int = _doc("images waiting for the model before new ones get RESOURCE_EXHAUSTED", default=64)
@@ -98,8 +100,8 @@ class ServerConfig:
             problems.append("max_refusals_per_s must not be negative")
         if self.max_queue_size < self.max_batch_size:
             problems.append("max_queue_size must be at least max_batch_size")
-        if self.backend not in ("auto", "torch", "onnx"):
-            problems.append(f"backend {self.backend!r} is not auto, torch or onnx")
+        if self.backend not in ("auto", "torch", "onnx", "int8", "tensorrt"):
+            problems.append(f"backend {self.backend!r} is not auto, torch, onnx, int8 or tensorrt")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             problems.append(f"device {self.device!r} is not auto, cpu, cuda or cuda:N")
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -5,7 +5,7 @@
     split      group-aware, class-stratified train/val/test split
     train      fine-tune from a local checkpoint or train from a yaml (CPU or CUDA)
     evaluate   detection and image-level metrics, calibrated thresholds, model card
-    export     ONNX (and TensorRT on CUDA), checked against the .pt
+    export     ONNX, int8 ONNX (--int8) and TensorRT (on CUDA), checked against the .pt
     promote    copy a run into weights/ as a new version; the server serves the current one
     placeholder  an untrained model of the real architecture, for a service with no training yet
     autolabel  propose boxes for images labelled per image (folders of one class)
@@ -142,6 +142,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    import random
+
     from training.export import export
     from training.layout import image_files_under
 
@@ -149,14 +151,50 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not samples:
         print(f"training export: no sample images under {args.samples}", file=sys.stderr)
         return 2
-    record = export(args.model, samples, tensorrt=args.tensorrt, imgsz=args.imgsz)
-    a = record["onnx"]["agreement"]
-    print(f"onnx: {record['onnx']['file']}\n  {a['matched']}/{a['reference_detections']} detections matched on "
-          f"{a['images']} images (min IoU {a['min_iou']:.3f}, max confidence difference {a['max_confidence_difference']:.4f})"
-          f": {'agrees' if a['agrees'] else 'DOES NOT AGREE'}")
+    calibration = None
+    if args.int8:
+        if args.calibration is None:
+            print("training export: --int8 needs --calibration (a folder of training-set images)", file=sys.stderr)
+            return 2
+        # Not the agreement samples: the check must not see the images the ranges were set on.
+        pool = sorted(set(image_files_under(args.calibration)) - set(samples))
+        calibration = random.Random(0).sample(pool, min(len(pool), args.max_calibration))
+        if not calibration:
+            print(f"training export: no calibration images under {args.calibration}", file=sys.stderr)
+            return 2
+    model = args.model
+    if args.into is not None:  # exports land beside the model: keep them out of the store until added
+        import shutil
+        import tempfile
+
+        model = Path(tempfile.mkdtemp(prefix="export-")) / args.model.name
+        shutil.copyfile(args.model, model)
+    record = export(model, samples, tensorrt=args.tensorrt, imgsz=args.imgsz, int8_calibration=calibration,
+                    data=args.data, keep_float=args.keep_float)
+    ok = True
+    for kind in ("onnx", "int8"):
+        if kind not in record:
+            continue
+        a = record[kind]["agreement"]
+        print(f"{kind}: {record[kind]['file']}\n  {a['matched']}/{a['reference_detections']} detections matched on "
+              f"{a['images']} images (min IoU {a['min_iou']:.3f}, max confidence difference {a['max_confidence_difference']:.4f}; "
+              f"required {a['required']}): {'agrees' if a['agrees'] else 'DOES NOT AGREE'}")
+        if "ap50" in a:
+            print(f"  AP50 on {a['ap50']['split']}: .pt {a['ap50']['reference']:.4f}, {kind} {a['ap50']['int8']:.4f}, "
+                  f"drop {a['ap50']['drop_points']:.2f} points")
+        ok = ok and a["agrees"]
     if "tensorrt" in record:
         print(f"tensorrt: {record['tensorrt']}")
-    return 0 if a["agrees"] else 1
+    if args.into is not None:
+        from server.core.manifest import WeightsStore
+
+        store = WeightsStore(args.into)
+        version = args.version or store.current_version()
+        for kind in ("onnx", "int8"):
+            if kind in record and kind not in store.get(version).exports:
+                added = store.add_export(version, kind, Path(record[kind]["file"]), record[kind]["agreement"])
+                print(f"added {added.file} to {version} in {args.into}")
+    return 0 if ok else 1
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -174,15 +212,18 @@ def cmd_promote(args: argparse.Namespace) -> int:
         return 2
     onnx, agreement = None, None
     export_record = run / "weights" / AGREEMENT_FILE
+    int8, int8_agreement = None, None
     if export_record.exists():
-        record = json.loads(export_record.read_text())["onnx"]
-        onnx, agreement = Path(record["file"]), record["agreement"]
+        exported = json.loads(export_record.read_text())
+        onnx, agreement = Path(exported["onnx"]["file"]), exported["onnx"]["agreement"]
+        if "int8" in exported:
+            int8, int8_agreement = Path(exported["int8"]["file"]), exported["int8"]["agreement"]
     run_record = read_run_record(run)
     base = run_record.get("base", {})
     manifest = promote(
         model, args.weights, version=args.version, name=args.name, evaluation=evaluation,
         card=evaluation_dir / "model_card.md" if (evaluation_dir / "model_card.md").exists() else None,
-        onnx=onnx, onnx_agreement=agreement, data=(evaluation or {}).get("data", run_record.get("data", {})),
+        onnx=onnx, onnx_agreement=agreement, int8=int8, int8_agreement=int8_agreement, data=(evaluation or {}).get("data", run_record.get("data", {})),
         training=run_record, parent=f"{base.get('model')} sha256:{base.get('sha256')}" if base else None,
         notes=args.notes or "", make_current=not args.no_current,
     )
@@ -273,11 +314,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, help="evaluate (and later serve) at this input size; default: the training size")
     p.set_defaults(handler=cmd_evaluate)
 
-    p = sub.add_parser("export", help="ONNX (and TensorRT on CUDA), checked against the .pt", formatter_class=defaults)
+    p = sub.add_parser("export", help="ONNX, int8 ONNX and TensorRT (CUDA), checked against the .pt", formatter_class=defaults)
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--samples", type=Path, required=True, help="folder of sample images for the agreement check")
     p.add_argument("--max-samples", type=int, default=32)
     p.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine (CUDA machines)")
+    p.add_argument("--int8", action="store_true", help="also an int8 ONNX model (static QDQ), calibrated on --calibration")
+    p.add_argument("--calibration", type=Path, help="folder of training-set images for the int8 ranges")
+    p.add_argument("--max-calibration", type=int, default=200, help="calibration images used at most (a seeded sample)")
+    p.add_argument("--keep-float", default="decode", choices=["none", "decode", "head"],
+                   help="what of the Detect layer stays float in int8 (see training/quantize.py)")
+    p.add_argument("--data", type=Path, help="data.yaml with a labelled test split: record the int8 model's AP50 drop")
+    p.add_argument("--into", type=Path, help="add the exports to a promoted version in this weights folder")
+    p.add_argument("--version", help="with --into: the version (default: the current one)")
     p.add_argument("--imgsz", type=int, help="input size to export at (the size it will be served at); default: the training size")
     p.set_defaults(handler=cmd_export)
 

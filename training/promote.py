@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from server.core.errors import ModelError
-from server.core.manifest import ExportedFile, ModelManifest, WeightsStore, now_iso, sha256_of
+from server.core.manifest import ExportedFile, ModelManifest, WeightsStore, export_name, now_iso, sha256_of
 from server.core.policy import ClassPolicy
 from server.core.taxonomy import NAMES, TAXONOMY
 from training.modelfile import checkpoint_facts
@@ -48,6 +48,8 @@ def promote(
     card: Path | None = None,
     onnx: Path | None = None,
     onnx_agreement: dict[str, Any] | None = None,
+    int8: Path | None = None,
+    int8_agreement: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
     parent: str | None = None,
@@ -56,7 +58,7 @@ def promote(
     make_current: bool = True,
     input_size: int | None = None,
 ) -> ModelManifest:
-    """Copy `model_path` (and its card and ONNX export) into `weights_dir` as `version`."""
+    """Copy `model_path` (and its card and ONNX exports) into `weights_dir` as `version`."""
     model_path = Path(model_path)
     facts = checkpoint_facts(model_path)
     if facts.names != NAMES:
@@ -70,6 +72,9 @@ def promote(
     if onnx is not None:
         files[Path(onnx)] = f"{version}.onnx"
         exports["onnx"] = ExportedFile(f"{version}.onnx", sha256_of(Path(onnx)), onnx_agreement or {})
+    if int8 is not None:
+        files[Path(int8)] = export_name(version, "int8")
+        exports["int8"] = ExportedFile(export_name(version, "int8"), sha256_of(Path(int8)), int8_agreement or {})
     card_text = None
     if card is not None:
         card_text, assets = _card_with_assets(Path(card), f"{version}-card")

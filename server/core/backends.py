@@ -3,8 +3,9 @@
     batch (B, 3, S, S) uint8 RGB  ->  forward()  ->  (B, 4 + classes, anchors) float tensor
 
 Both backends scale to 0..1 as one vectorised op, so NMS and everything after it is shared. The
-torch backend is the reference; ONNX Runtime is used on CPU when `weights/` holds an export that
-agreed with it and it is faster here.
+torch backend is the reference; ONNX Runtime (FP32 or int8) is used on CPU when `weights/` holds
+an export that agreed with it and it is faster here (`server.core.choice`); TensorRT on CUDA
+lives in `server.core.tensorrt`.
 """
 
 from __future__ import annotations
@@ -66,9 +67,9 @@ class TorchBackend:
 
 
 class OnnxBackend:
-    """ONNX Runtime on the CPU, for a model exported by `training export`."""
+    """ONNX Runtime on the CPU, for a model exported by `training export` (FP32, or int8 QDQ)."""
 
-    def __init__(self, weights: Path, threads: int) -> None:
+    def __init__(self, weights: Path, threads: int, name: str = "onnxruntime") -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -81,7 +82,7 @@ class OnnxBackend:
             raise ModelError(f"cannot load {weights.name} in ONNX Runtime; the server logged why") from exc
         self.input_name = self.session.get_inputs()[0].name
         self.device = torch.device("cpu")
-        self.name = "onnxruntime"
+        self.name = name
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         x = batch.float().mul_(1.0 / 255.0).contiguous()

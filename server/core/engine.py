@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from server.core.backends import Backend, OnnxBackend, TorchBackend, resolve_device
+from server.core.choice import allowed_backends
 from server.core.detections import Detections
 from server.core.decoding import PreparedImage, to_batch
 from server.core.errors import ModelError
@@ -41,6 +42,8 @@ class InferenceEngine:
         self.input_size = manifest.input_size
         self._class_ids = np.array([c.id for c in manifest.classes], dtype=np.int64)
         """Output index -> taxonomy id: a model detects the classes its manifest names, in that order."""
+        self.backend_reason = backend.name
+        """Why this backend serves (set by `load`): what it was chosen over, what was left out and why."""
 
     @classmethod
     def load(
@@ -52,21 +55,22 @@ class InferenceEngine:
         threads: int = 0,
         batch_size_for_choice: int = 8,
     ) -> InferenceEngine:
-        """Load `version` (default: current) from `store`, checking the file's sha256 first."""
+        """Load `version` (default: current) from `store`, checking each file's sha256 first, on
+        the backend `allowed_backends` allows (the fastest, measured here, when several are);
+        `backend_reason` says what was chosen and why the others were not."""
         manifest = store.get(version)
         torch_device = resolve_device(device)
-        onnx = manifest.exports.get("onnx")
-        if backend == "onnx":
-            if onnx is None:
-                raise ModelError(f"model {manifest.version} has no ONNX export; run `training export` first")
-            if torch_device.type != "cpu":
-                raise ModelError("the ONNX backend runs on the CPU only; use --device cpu")
-            return cls(manifest, OnnxBackend(store.verified_path(onnx.file, onnx.sha256), threads))
-        reference = cls(manifest, TorchBackend(store.verified_path(manifest.file, manifest.sha256), torch_device))
-        if backend == "torch" or onnx is None or torch_device.type != "cpu" or not onnx.agreement.get("agrees"):
-            return reference
-        candidate = cls(manifest, OnnxBackend(store.verified_path(onnx.file, onnx.sha256), threads))
-        return pick_faster([reference, candidate], batch_size_for_choice)
+        tensorrt = None
+        if torch_device.type == "cuda" and backend in ("auto", "tensorrt"):
+            from server.core.tensorrt import TensorRtCache  # CUDA machines only
+
+            tensorrt = TensorRtCache(store, manifest, torch_device, batch_size_for_choice)
+        choice = allowed_backends(manifest, backend, torch_device.type, tensorrt.check() if tensorrt else None)
+        engines = [cls(manifest, _backend(kind, store, manifest, torch_device, threads, tensorrt)) for kind in choice.kinds]
+        chosen, timing = (engines[0], "") if len(engines) == 1 else pick_faster(engines, batch_size_for_choice)
+        chosen.backend_reason = "; ".join([f"{chosen.backend.name}{timing}"] + choice.notes)
+        log.info("backend choice", extra={"fields": {"chosen": chosen.backend.name, "reason": chosen.backend_reason}})
+        return chosen
 
     @property
     def device(self) -> str:
@@ -128,8 +132,18 @@ class _StageClock:
         self.last = now
 
 
-def pick_faster(engines: Sequence[InferenceEngine], batch_size: int, repeats: int = 3) -> InferenceEngine:
-    """The engine with the shortest median batch time on this machine; the others are dropped."""
+def _backend(kind: str, store: WeightsStore, manifest: ModelManifest, device: torch.device, threads: int, tensorrt) -> Backend:
+    if kind == "torch":
+        return TorchBackend(store.verified_path(manifest.file, manifest.sha256), device)
+    if kind == "tensorrt":
+        return tensorrt.backend()
+    entry = manifest.exports[kind]
+    return OnnxBackend(store.verified_path(entry.file, entry.sha256), threads, name="onnxruntime-int8" if kind == "int8" else "onnxruntime")
+
+
+def pick_faster(engines: Sequence[InferenceEngine], batch_size: int, repeats: int = 3) -> tuple[InferenceEngine, str]:
+    """The engine with the shortest median batch time on this machine (the others are dropped),
+    and the times it was chosen by, as text."""
     timings = defaultdict(list)
     for engine in engines:
         engine.warm_up([batch_size])
@@ -140,8 +154,5 @@ def pick_faster(engines: Sequence[InferenceEngine], batch_size: int, repeats: in
             timings[i].append(time.perf_counter() - start)
     medians = [float(np.median(timings[i])) for i in range(len(engines))]
     best = int(np.argmin(medians))
-    log.info(
-        "backend choice",
-        extra={"fields": {e.backend.name + "_ms": round(t * 1000, 1) for e, t in zip(engines, medians)} | {"chosen": engines[best].backend.name}},
-    )
-    return engines[best]
+    times = ", ".join(f"{e.backend.name} {t * 1000:.0f} ms" for e, t in zip(engines, medians))
+    return engines[best], f" (fastest here per batch of {batch_size}: {times})"

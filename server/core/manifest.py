@@ -4,9 +4,11 @@
       manifest.json   {"schema_version": 1, "current": "v1", "versions": {"v0": {...}, "v1": {...}}}
       v1.pt           the model file (Ultralytics checkpoint), sha256 in the manifest
       v1.onnx         optional export, with its own sha256 and its agreement with the .pt
+      v1.int8.onnx    optional int8 export (ONNX Runtime static QDQ), the same, plus its AP50 drop
       v1.md           the model card
 
-`training promote` is the only writer; the server only reads. A version, once written, is never
+`training promote` writes versions, `training export --into` adds an export to one (never
+replacing a file or an entry); the server only reads. A version, once written, is never
 overwritten, so a response's `model.version` and `model.sha256` always name one exact file.
 """
 
@@ -28,6 +30,8 @@ from server.core.taxonomy import by_id
 
 SCHEMA_VERSION = 1
 INDEX_FILE = "manifest.json"
+MAX_AP50_DROP_POINTS = 1.0
+"""An export that loses more AP50 than this on the recorded test split is never served automatically."""
 
 
 def sha256_of(path: Path) -> str:
@@ -45,6 +49,18 @@ class ExportedFile:
     file: str
     sha256: str
     agreement: dict[str, Any] = field(default_factory=dict)
+
+    def serving_check(self) -> tuple[bool, str]:
+        """Whether its recorded checks let the server pick it, and the reason, for the log and ModelInfo."""
+        a = self.agreement
+        if not a.get("agrees"):
+            share = a.get("required", {}).get("min_matched_share", 1.0)
+            return False, (f"its detections did not agree with the .pt's ({a.get('matched', 0)}/{a.get('reference_detections', 0)} "
+                           f"found again, {share:.0%} needed)" if a else "no agreement check recorded")
+        ap50 = a.get("ap50")
+        if ap50 is not None and ap50["drop_points"] > MAX_AP50_DROP_POINTS:
+            return False, f"it loses {ap50['drop_points']:.2f} points of AP50 on {ap50['split']} (at most {MAX_AP50_DROP_POINTS:g})"
+        return True, "agrees with the .pt" + (f", AP50 drop {ap50['drop_points']:.2f} points" if ap50 else "")
 
 
 @dataclass(frozen=True)
@@ -181,6 +197,25 @@ class WeightsStore:
             index["current"] = manifest.version
         self._write_index(index)
 
+    def add_export(self, version: str, kind: str, source: Path, agreement: dict[str, Any], name: str | None = None) -> ExportedFile:
+        """Copy `source` in beside `version`'s model as its `kind` export; refuses to replace a
+        file or an existing entry (the version's model file is untouched)."""
+        index = self._read_index()
+        if version not in index["versions"]:
+            raise ModelError(f"no model version {version!r} in {self.root}")
+        entry = index["versions"][version]
+        if kind in entry.get("exports", {}):
+            raise ModelError(f"version {version!r} already has a {kind!r} export; exports are never replaced")
+        name = name or export_name(version, kind)
+        target = self.path_of(name)
+        if target.exists():
+            raise ModelError(f"refusing to overwrite {target}")
+        shutil.copyfile(source, target)
+        exported = ExportedFile(name, sha256_of(target), agreement)
+        entry.setdefault("exports", {})[kind] = dataclasses.asdict(exported)
+        self._write_index(index)
+        return exported
+
     def set_current(self, version: str) -> None:
         index = self._read_index()
         if version not in index["versions"]:
@@ -192,6 +227,11 @@ class WeightsStore:
         tmp = self.index_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(index, indent=2, sort_keys=False) + "\n")
         os.replace(tmp, self.index_path)
+
+
+def export_name(version: str, kind: str) -> str:
+    """The file name of `version`'s `kind` export in the store: v1.onnx, v1.int8.onnx."""
+    return f"{version}.onnx" if kind == "onnx" else f"{version}.{kind}.onnx"
 
 
 def now_iso() -> str:

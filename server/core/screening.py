@@ -212,6 +212,7 @@ class Screener:
             if self.metrics is not None:
                 self.metrics.observe_model(m.name, m.version, m.sha256, new.engine.backend.name, new.engine.device)
             log.info("model loaded", extra={"fields": {"version": m.version, "backend": new.engine.backend.name,
+                                                        "backend_reason": new.engine.backend_reason,
                                                         "device": new.engine.device, "trained": m.trained}})
         if old is not None:
             await old.retire()

@@ -172,6 +172,7 @@ class ScreeningServicer(pb_grpc.ScreeningServicer):
             input_size=manifest.input_size,
             device=runtime.engine.device,
             backend=runtime.engine.backend.name,
+            backend_reason=runtime.engine.backend_reason,
             max_batch_size=config.max_batch_size,
             trained=manifest.trained,
             default_min_confidence=manifest.default_min_confidence,

@@ -150,7 +150,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model", "classes", "input_size", "device", "backend", "max_batch_size", "trained", "default_min_confidence", "max_batch_delay_ms")
+    __slots__ = ("model", "classes", "input_size", "device", "backend", "max_batch_size", "trained", "default_min_confidence", "max_batch_delay_ms", "backend_reason")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +160,7 @@ class ModelInfo(_message.Message):
     TRAINED_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_REASON_FIELD_NUMBER: _ClassVar[int]
     model: ModelRef
     classes: _containers.RepeatedCompositeFieldContainer[ClassInfo]
     input_size: int
@@ -169,7 +170,8 @@ class ModelInfo(_message.Message):
     trained: bool
     default_min_confidence: float
     max_batch_delay_ms: float
-    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., input_size: _Optional[int] = ..., device: _Optional[str] = ..., backend: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., trained: _Optional[bool] = ..., default_min_confidence: _Optional[float] = ..., max_batch_delay_ms: _Optional[float] = ...) -> None: ...
+    backend_reason: str
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., input_size: _Optional[int] = ..., device: _Optional[str] = ..., backend: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., trained: _Optional[bool] = ..., default_min_confidence: _Optional[float] = ..., max_batch_delay_ms: _Optional[float] = ..., backend_reason: _Optional[str] = ...) -> None: ...
 
 class ReloadModelRequest(_message.Message):
     __slots__ = ("version",)
