@@ -145,9 +145,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     import random
 
     from training.export import export
-    from training.layout import image_files_under
+    from training.layout import images_in
 
-    samples = image_files_under(args.samples)[: args.max_samples]
+    samples = images_in(args.samples)
+    samples = sorted(random.Random(0).sample(samples, min(len(samples), args.max_samples)))
     if not samples:
         print(f"training export: no sample images under {args.samples}", file=sys.stderr)
         return 2
@@ -157,7 +158,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             print("training export: --int8 needs --calibration (a folder of training-set images)", file=sys.stderr)
             return 2
         # Not the agreement samples: the check must not see the images the ranges were set on.
-        pool = sorted(set(image_files_under(args.calibration)) - set(samples))
+        pool = sorted(set(images_in(args.calibration)) - set(samples))
         calibration = random.Random(0).sample(pool, min(len(pool), args.max_calibration))
         if not calibration:
             print(f"training export: no calibration images under {args.calibration}", file=sys.stderr)
@@ -316,11 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="ONNX, int8 ONNX and TensorRT (CUDA), checked against the .pt", formatter_class=defaults)
     p.add_argument("--model", type=Path, required=True)
-    p.add_argument("--samples", type=Path, required=True, help="folder of sample images for the agreement check")
+    p.add_argument("--samples", type=Path, required=True, help="folder or split list (test.txt) of images for the agreement check")
     p.add_argument("--max-samples", type=int, default=32)
     p.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine (CUDA machines)")
     p.add_argument("--int8", action="store_true", help="also an int8 ONNX model (static QDQ), calibrated on --calibration")
-    p.add_argument("--calibration", type=Path, help="folder of training-set images for the int8 ranges")
+    p.add_argument("--calibration", type=Path, help="folder or split list (train.txt) of training-set images for the int8 ranges")
     p.add_argument("--max-calibration", type=int, default=200, help="calibration images used at most (a seeded sample)")
     p.add_argument("--keep-float", default="decode", choices=["none", "decode", "head"],
                    help="what of the Detect layer stays float in int8 (see training/quantize.py)")
@@ -351,11 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--card", type=Path, help="markdown model card to ship with it")
     p.set_defaults(handler=cmd_placeholder)
 
-    from training import autolabel, build_default, composite, mine
+    from training import autolabel, build_default, compare, composite, mine
 
     autolabel.add_parser(sub)
     composite.add_parser(sub)
     mine.add_parser(sub)
+    compare.add_parser(sub)
     build_default.add_parser(sub)
     return parser
 

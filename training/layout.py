@@ -38,6 +38,17 @@ def image_files_under(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def images_in(place: Path) -> list[Path]:
+    """The images of a folder (anywhere under it) or of an Ultralytics split list (`train.txt`:
+    one path per line, `./` meaning the list's folder), sorted: so a split, not only a folder,
+    can feed calibration and checks without copying it."""
+    place = Path(place)
+    if not place.is_file():
+        return image_files_under(place)
+    lines = (line.strip() for line in place.read_text().splitlines())
+    return sorted(place.parent / line if not Path(line).is_absolute() else Path(line) for line in lines if line)
+
+
 def link_file(target: Path, source: Path) -> None:
     """A symlink at `target` to `source`, parents made; one already there is kept (builds resume)."""
     target.parent.mkdir(parents=True, exist_ok=True)

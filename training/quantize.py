@@ -83,7 +83,9 @@ def quantize_int8(
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = calibration_batches(calibration, input_size)
+            # One image a batch: ORT's histogram calibrators (Percentile, Entropy) stack the
+            # batches and fail on a short last one.
+            self.batches = calibration_batches(calibration, input_size, batch=1)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self.batches, None)

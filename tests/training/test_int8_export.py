@@ -2,6 +2,7 @@
 to the int8 tolerance against the .pt, with its AP50 drop, and round-tripped through promote."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,9 +12,10 @@ from server.core.manifest import ModelManifest, WeightsStore, sha256_of
 from tests.support.agreement import LOW_FLOOR, finds_again
 from tests.support.images import scenes
 from training.export import INT8, export
-from training.layout import Dataset
+from training.layout import Dataset, images_in
 from training.modelfile import candidate_engine
 from training.promote import promote
+from training.quantize import quantize_int8
 
 pytestmark = pytest.mark.slow
 
@@ -69,3 +71,22 @@ def test_int8_entry_round_trips_through_promote_and_the_manifest(int8_record, ti
     promote(best, tmp_path / "weights", version="t9", make_current=False)
     added = store.add_export("t9", "int8", int8["file"], int8["agreement"])
     assert store.get("t9").exports["int8"] == added and added.file == "t9.int8.onnx"
+
+
+def test_calibration_takes_a_count_that_is_not_a_whole_number_of_batches(int8_record, synthetic_dataset, tmp_path):
+    """11 images: Percentile calibration used to fail on the short last batch of 8."""
+    import onnx
+    import onnxruntime
+
+    train = Dataset(synthetic_dataset.parent).read_split("train")[:11]
+    out = quantize_int8(Path(int8_record["onnx"]["file"]), tmp_path / "odd.int8.onnx", train, int8_record["int8"]["input_size"])
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert any(node.op_type == "QuantizeLinear" for node in onnx.load(str(out)).graph.node)
+    assert session.get_inputs()[0].name
+
+
+def test_a_split_list_names_the_same_images_as_the_dataset(synthetic_dataset):
+    """`--calibration train.txt`: the list's `./` paths resolve against its own folder."""
+    dataset = Dataset(synthetic_dataset.parent)
+    listed = images_in(dataset.split_file("train"))
+    assert listed == sorted(dataset.read_split("train")) and all(p.is_file() for p in listed)
