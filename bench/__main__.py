@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     if 1 in by_clients:
         ratios["server p50 c=1 minus engine single p50 (ms)"] = by_clients[1]["p50_ms"] - engine_row["single_image_p50_ms"]
         ratios["  of which inside the server (server-reported p50 minus engine)"] = by_clients[1]["server_p50_ms"] - engine_row["single_image_p50_ms"]
+        print("server c=1, its own p50 split, ms: " + ", ".join(
+            f"{stage} {by_clients[1][f'server_{stage}_p50_ms']:.1f}" for stage in ("decode", "queue", "inference")))
     print_table(rows, stages, ratios, header)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"header": header, "backend_reason": model["backend_reason"], "rows": rows, "stages_ms": stages, "ratios": ratios}, indent=2))

@@ -50,6 +50,8 @@ class LoadReport:
     latencies_ms: list[float] = field(default_factory=list)
     server_ms: list[float] = field(default_factory=list)
     """The server's own total per answer (timing.total_ms): latency without the client and the wire."""
+    server_stages_ms: dict[str, list[float]] = field(default_factory=lambda: {"decode": [], "queue": [], "inference": []})
+    """The server's own split of each answer: where its total went."""
     batch_sizes: list[int] = field(default_factory=list)
     refusal_ms: list[float] = field(default_factory=list)
     """How long each RESOURCE_EXHAUSTED took to come back: what a refusal costs the caller."""
@@ -75,6 +77,7 @@ class LoadReport:
             "answers_per_s": round(self.throughput, 2), "goodput_per_s": round(self.goodput, 2),
             "p50_ms": round(self.percentile(50), 1), "p95_ms": round(self.percentile(95), 1), "p99_ms": round(self.percentile(99), 1),
             "server_p50_ms": round(percentile(self.server_ms, 50), 1),
+            **{f"server_{stage}_p50_ms": round(percentile(v, 50), 1) for stage, v in self.server_stages_ms.items()},
             "mean_batch": round(float(np.mean(self.batch_sizes)), 2) if self.batch_sizes else 0.0,
             "refusal_p50_ms": round(percentile(self.refusal_ms, 50), 1),
             "codes": dict(self.codes),
@@ -88,6 +91,8 @@ class LoadReport:
             out.codes.update(r.codes)
             out.latencies_ms += r.latencies_ms
             out.server_ms += r.server_ms
+            for stage, values in r.server_stages_ms.items():
+                out.server_stages_ms[stage] += values
             out.batch_sizes += r.batch_sizes
             out.refusal_ms += r.refusal_ms
         return out
@@ -136,6 +141,8 @@ async def run_load(
                     report.latencies_ms.append((time.monotonic() - start) * 1000.0)
                     report.batch_sizes.append(response.timing.batch_size)
                     report.server_ms.append(response.timing.total_ms)
+                    for stage in report.server_stages_ms:
+                        report.server_stages_ms[stage].append(getattr(response.timing, f"{stage}_ms"))
                     backoff_s = 0.0
                 except grpc.aio.AioRpcError as exc:
                     report.codes[exc.code().name] += 1

@@ -180,6 +180,7 @@ def bench_server(weights: Path, images: list[bytes], concurrencies: list[int], s
             s = report.summary()
             rows.append({"name": f"server c={clients}", "clients": clients, "images_per_s": s["goodput_per_s"], "p50_ms": s["p50_ms"],
                          "server_p50_ms": s["server_p50_ms"],
+                         **{k: v for k, v in s.items() if k.startswith("server_") and k.endswith("_p50_ms")},
                          "p95_ms": s["p95_ms"], "p99_ms": s["p99_ms"], "mean_batch": s["mean_batch"], "server_cpu_percent": cpu,
                          "gpu_util_percent": gpu.mean, "codes": s["codes"]})
     return rows
