@@ -155,7 +155,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     calibration = None
     if args.int8:
         if args.calibration is None:
-            print("training export: --int8 needs --calibration (a folder of training-set images)", file=sys.stderr)
+            print("training export: --int8 needs --calibration (a folder or split list of training-set images)", file=sys.stderr)
             return 2
         # Not the agreement samples: the check must not see the images the ranges were set on.
         pool = sorted(set(images_in(args.calibration)) - set(samples))
