@@ -22,7 +22,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from wildscreen.client import LOAD_BALANCING_POLICIES, Connection, image_files
-from wildscreen.queue import NEEDS_A_PERSON, ReviewQueue, summary_line
+from wildscreen.queue import NEEDS_A_PERSON, ReviewQueue, result_line, summary_line
 from wildscreen.v1 import screening_pb2 as pb
 from wildscreen.v1 import screening_pb2_grpc as pb_grpc
 
@@ -79,8 +79,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
         try:
             for response in responses:
                 path = files[int(response.request_id)]
-                line = {"path": str(path)} | _as_dict(response)
-                line.pop("overlay", None)
+                line = {"path": str(path)} | result_line(response)
                 if response.overlay:
                     target = args.overlays / f"{path.stem}.{'jpg' if args.overlay_format == 'jpeg' else 'png'}"
                     target.write_bytes(response.overlay)

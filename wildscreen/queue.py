@@ -10,8 +10,17 @@ import json
 from pathlib import Path
 
 import httpx
+from google.protobuf.json_format import MessageToDict
 
 NEEDS_A_PERSON = frozenset({"VERDICT_REVIEW", "VERDICT_FLAG"})
+
+
+def result_line(response) -> dict:
+    """A ScreenResponse as `wildscreen screen` prints it and the review service reads it: proto
+    field names, every field, no overlay bytes (the CLI writes those to a file, the server drops them)."""
+    line = MessageToDict(response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    line.pop("overlay", None)
+    return line
 
 
 class ReviewQueue:

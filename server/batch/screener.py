@@ -62,8 +62,8 @@ class BatchScreener:
         self.rule = DecisionRule.of(self.engine.manifest, None, min_confidence, max_detections)
         self.reader = ByteReader(limits.max_bytes)
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="backfill-decode")
-        m, labels = self.engine.manifest, {c.id: c.label for c in self.engine.manifest.classes}
-        self._labels = labels
+        m = self.engine.manifest
+        self._labels = {c.id: c.label for c in m.classes}
         self._model = {"model_name": m.name, "model_version": m.version, "model_sha256": m.sha256,
                        "min_confidence": self.rule.listed_min}
         self._thresholds = [{"label": p.label, "class_id": p.id, "review_threshold": p.review_threshold,

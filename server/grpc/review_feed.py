@@ -15,26 +15,16 @@ import threading
 from collections import Counter, deque
 from pathlib import Path
 
-from google.protobuf.json_format import MessageToDict
-
 from server.config import ServerConfig
 from server.core.metrics import ServerMetrics
-from wildscreen.queue import ReviewQueue
+from wildscreen.queue import NEEDS_A_PERSON, ReviewQueue, result_line
 from wildscreen.v1 import screening_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-NEEDS_A_PERSON = frozenset({pb.VERDICT_REVIEW, pb.VERDICT_FLAG})
 LOG_EVERY_FAILURES = 100
 """After the first failure in a row, one warning per this many: a service down for an hour must
 not fill the log with a line per flagged image."""
-
-
-def result_line(response: pb.ScreenResponse) -> dict:
-    """The response as `wildscreen screen` prints it (the format the review service reads)."""
-    line = MessageToDict(response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-    line.pop("overlay", None)
-    return line
 
 
 class ReviewFeed:
@@ -72,7 +62,7 @@ class ReviewFeed:
     def offer(self, request: pb.ScreenRequest, response: pb.ScreenResponse) -> bool:
         """Queue a screened result for the review service if it needs a person; never blocks.
         False when it needs none or was dropped (the queue full, or the server stopping)."""
-        if response.verdict not in NEEDS_A_PERSON:
+        if pb.Verdict.Name(response.verdict) not in NEEDS_A_PERSON:
             return False
         size = len(request.image)
         with self._changed:
