@@ -55,6 +55,9 @@ class ServerConfig:
     max_image_pixels: int = _doc("largest width x height accepted, checked from the header before decoding", default=50_000_000)
     decode_workers: int = _doc("threads decoding images; 0 = one per CPU core this process may use", default=0)
     torch_threads: int = _doc("threads PyTorch and ONNX Runtime use on CPU; 0 = one per CPU core this process may use", default=0)
+    model_instances: int = _doc("batches the model runs side by side on the CPU under load, each on its share of the threads, "
+                                "while a lone batch gets them all (Triton's instance count); 0 = one per thread, up to 8; "
+                                "ONNX Runtime only (PyTorch and CUDA run one batch at a time)", default=0)
     default_max_detections: int = _doc("detections listed when a request leaves max_detections at 0", default=100)
     max_stream_in_flight: int = _doc("images of one ScreenStream being screened at once", default=32)
     tls_cert: Path | None = _doc("PEM certificate chain; with --tls-key turns TLS on", default=None)
@@ -96,6 +99,9 @@ class ServerConfig:
             problems.append("max_batch_delay_ms must not be negative")
         if self.workers < 1:
             problems.append("workers must be at least 1")
+        for name in ("decode_workers", "torch_threads", "model_instances"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must not be negative (0 = automatic)")
         if self.max_refusals_per_s < 0:
             problems.append("max_refusals_per_s must not be negative")
         if self.max_queue_size < self.max_batch_size:

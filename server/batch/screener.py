@@ -51,7 +51,9 @@ class BatchScreener:
 
         def load() -> InferenceEngine:
             torch.set_num_threads(max(1, threads))
-            return InferenceEngine.load(WeightsStore(Path(weights)), version, device, backend, threads)
+            engine = InferenceEngine.load(WeightsStore(Path(weights)), version, device, backend, threads)
+            torch.set_num_threads(engine.torch_threads(max(1, threads)))
+            return engine
 
         # Load and run on one and the same thread, as the server does (see DynamicBatcher): PyTorch on
         # the CPU runs at a fraction of its speed in a thread other than the one that first ran it,

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from server.core.batching import DynamicBatcher
 from server.config import ServerConfig
@@ -122,32 +123,39 @@ class ModelRuntime:
 
     @classmethod
     async def start(cls, config: ServerConfig, version: str | None, metrics: ServerMetrics | None) -> ModelRuntime:
-        def load() -> InferenceEngine:
+        def load() -> tuple[InferenceEngine, list[InferenceEngine]]:
             engine = InferenceEngine.load(
                 WeightsStore(config.weights_dir), version or None, config.device, config.backend,
                 config.model_threads, config.max_batch_size,
             )
-            engine.warm_up(sorted({1, config.max_batch_size}))
-            return engine
+            copies = engine.side_by_side(config.model_instances, config.model_threads)
+            for e in [engine, *copies]:
+                e.warm_up(sorted({1, config.max_batch_size}))
+            return engine, copies
 
         # Load, warm up and run on one and the same thread (see DynamicBatcher).
         model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         try:
-            engine = await asyncio.get_running_loop().run_in_executor(model_thread, load)
+            engine, copies = await asyncio.get_running_loop().run_in_executor(model_thread, load)
         except BaseException:
             model_thread.shutdown(wait=False)
             raise
+        torch_threads = engine.torch_threads(config.model_threads)
 
-        def run_batch(items: list[_BatchItem]) -> list[Detections]:
-            floor = min(item.nms_confidence for item in items)
-            return engine.run([item.prepared for item in items], floor)
+        def runner(on: InferenceEngine):
+            def run_batch(items: list[_BatchItem]) -> list[Detections]:
+                if torch.get_num_threads() != torch_threads:  # a setting of the calling thread: set in each model thread
+                    torch.set_num_threads(torch_threads)
+                floor = min(item.nms_confidence for item in items)
+                return on.run([item.prepared for item in items], floor)
+            return run_batch
 
         on_batch = (lambda info: metrics.observe_batch(info.size)) if metrics else None
         runtime: ModelRuntime
         # The admission limit in Screener bounds what reaches this queue; the queue bound is the backstop.
         batcher: DynamicBatcher[_BatchItem, Detections] = DynamicBatcher(
-            run_batch, config.max_batch_size, config.max_batch_delay_ms, config.max_queue_size + config.max_batch_size, on_batch,
-            incoming=lambda: runtime.decoding, executor=model_thread,
+            runner(engine), config.max_batch_size, config.max_batch_delay_ms, config.max_queue_size + config.max_batch_size, on_batch,
+            incoming=lambda: runtime.decoding, executor=model_thread, side_by_side=[runner(c) for c in copies],
         )
         batcher.start()
         limits = DecodeLimits(config.max_request_bytes, config.max_image_pixels)
@@ -213,7 +221,8 @@ class Screener:
                 self.metrics.observe_model(m.name, m.version, m.sha256, new.engine.backend.name, new.engine.device)
             log.info("model loaded", extra={"fields": {"version": m.version, "backend": new.engine.backend.name,
                                                         "backend_reason": new.engine.backend_reason,
-                                                        "device": new.engine.device, "trained": m.trained}})
+                                                        "device": new.engine.device, "trained": m.trained,
+                                                        "model_threads": new.batcher.model_threads}})
         if old is not None:
             await old.retire()
             log.info("previous model retired", extra={"fields": {"version": old.manifest.version}})

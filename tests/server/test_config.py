@@ -26,6 +26,8 @@ def test_plaintext_off_loopback_is_refused_without_insecure():
         (["--max-batch-size", "0"], "max_batch_size"),
         (["--backend", "tensorflow"], "backend"),
         (["--device", "tpu"], "device"),
+        (["--model-instances", "-1"], "model_instances must not be negative"),
+        (["--decode-workers", "-2"], "decode_workers must not be negative"),
         (["--tls-cert", "x.pem"], "go together"),
         (["--max-queue-size", "2", "--max-batch-size", "8"], "max_queue_size"),
         (["--review-queue", "127.0.0.1:8080"], "review_queue"),

@@ -194,3 +194,42 @@ def test_expiry_among_array_items_does_not_stop_the_model_thread():
 
     (expired, kept), after = run(main())
     assert isinstance(expired, DeadlineExpired) and kept[0] == 8.0 and after[0] == 4.0
+
+
+def test_side_by_side_runners_take_batches_while_one_is_running_and_a_lone_batch_gets_run_batch():
+    async def main():
+        gate = threading.Event()
+        whole = Recorder(gate=gate)  # the model on all cores: blocked until the test lets it go
+        copies = [Recorder(), Recorder()]
+        batcher = DynamicBatcher(whole, max_batch_size=1, max_delay_ms=0, max_queue_size=16, side_by_side=copies)
+        batcher.start()
+        assert batcher.model_threads == 2
+        lone = asyncio.ensure_future(batcher.submit("lone"))
+        assert await asyncio.get_running_loop().run_in_executor(None, whole.entered.wait, 10)
+        # "lone" holds a model thread; the other one answers while it is still running.
+        second = await asyncio.wait_for(batcher.submit("second"), timeout=10)
+        assert not lone.done()
+        gate.set()
+        first = await lone
+        await batcher.close()
+        return whole, copies, first, second
+
+    whole, copies, first, second = run(main())
+    assert first[0] == "done:lone" and second[0] == "done:second"
+    assert whole.batches == [["lone"]]
+    assert [b for c in copies for b in c.batches] == [["second"]]
+
+
+def test_close_with_side_by_side_runners_finishes_everything_and_stops_every_thread():
+    async def main():
+        copies = [Recorder(delay_s=0.01), Recorder(delay_s=0.01), Recorder(delay_s=0.01)]
+        batcher = DynamicBatcher(Recorder(delay_s=0.01), max_batch_size=2, max_delay_ms=0, max_queue_size=64, side_by_side=copies)
+        batcher.start()
+        pending = [asyncio.ensure_future(batcher.submit(i)) for i in range(20)]
+        await asyncio.sleep(0)
+        await asyncio.wait_for(batcher.close(), timeout=20)  # hangs if a model thread never sees the stop
+        return [f.result()[0] for f in pending], batcher
+
+    results, batcher = run(main())
+    assert results == [f"done:{i}" for i in range(20)]
+    assert batcher.stats.items == 20
