@@ -75,6 +75,9 @@ class OnnxBackend:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or usable_cores()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Threads spin between the operators of a run (fast), but not once it has returned: a spinning
+        # thread between requests takes a core from decoding, gRPC and the other model copies.
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         try:
             self.session = ort.InferenceSession(str(weights), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
