@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--max-batch-delay-ms", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
-    parser.add_argument("--seconds", type=float, default=15.0, help="per concurrency level")
+    parser.add_argument("--seconds", type=float, default=15.0, help="per concurrency level, and at least this long for naive and engine")
     parser.add_argument("--server-workers", type=int, default=1, help="the server's --workers (processes sharing the port)")
     parser.add_argument("--client-processes", type=int, default=1,
                         help="spread the clients over this many processes (on a GPU machine, where one Python client process is the limit)")
@@ -74,13 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"backend choice: {model['backend_reason']}", flush=True)
     rows, ratios = [], {}
     if not args.skip_naive:
-        rows.append(in_fresh_process(bench_naive, args.weights / model["file"], images, model["input_size"], "0" if gpu else "cpu"))
+        rows.append(in_fresh_process(bench_naive, args.weights / model["file"], images, model["input_size"], "0" if gpu else "cpu",
+                                     args.seconds))
         print("naive done", flush=True)
-    engine_row, stages = in_fresh_process(bench_engine, args.weights, args.device, args.backend, images, args.max_batch_size, cores)
+    engine_row, stages = in_fresh_process(bench_engine, args.weights, args.device, args.backend, images, args.max_batch_size, cores,
+                                          "engine", args.seconds)
     rows.append(engine_row)
     print("engine done", flush=True)
     if model["int8"] and not gpu and model["backend"] != "onnxruntime-int8":
-        rows.append(in_fresh_process(bench_engine, args.weights, "cpu", "int8", images, args.max_batch_size, cores, "engine int8")[0])
+        rows.append(in_fresh_process(bench_engine, args.weights, "cpu", "int8", images, args.max_batch_size, cores, "engine int8",
+                                     args.seconds)[0])
         ratios["engine int8/engine"] = rows[-1]["images_per_s"] / engine_row["images_per_s"]
         print("engine int8 done", flush=True)
     server_args = ["--device", args.device, "--backend", args.backend, "--max-batch-size", str(args.max_batch_size),
