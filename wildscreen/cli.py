@@ -19,10 +19,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import grpc
-from google.protobuf.json_format import MessageToDict
 
 from wildscreen.client import LOAD_BALANCING_POLICIES, Connection, image_files
-from wildscreen.queue import NEEDS_A_PERSON, ReviewQueue, result_line, summary_line
+from wildscreen.queue import NEEDS_A_PERSON, ReviewQueue, as_dict, result_line, summary_line
 from wildscreen.v1 import screening_pb2 as pb
 from wildscreen.v1 import screening_pb2_grpc as pb_grpc
 
@@ -40,10 +39,6 @@ def _connection(args: argparse.Namespace) -> Connection:
         retries=True,
         load_balancing=args.lb,
     )
-
-
-def _as_dict(message) -> dict:
-    return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
 
 
 def cmd_screen(args: argparse.Namespace) -> int:
@@ -86,7 +81,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
                     line["overlay_path"] = str(target)
                 if response.HasField("error"):
                     failures += 1
-                    line = {"path": str(path), "request_id": response.request_id, "error": _as_dict(response.error)}
+                    line = {"path": str(path), "request_id": response.request_id, "error": as_dict(response.error)}
                 elif queue and line["verdict"] in NEEDS_A_PERSON:
                     try:
                         # The path is the request id: the same file queued twice is one item.
@@ -115,7 +110,7 @@ def _unary(args: argparse.Namespace, rpc: str, request) -> int:
         except grpc.RpcError as exc:
             print(f"wildscreen: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
-    print(json.dumps(_as_dict(answer), indent=2))
+    print(json.dumps(as_dict(answer), indent=2))
     return 0
 
 

@@ -15,10 +15,15 @@ from google.protobuf.json_format import MessageToDict
 NEEDS_A_PERSON = frozenset({"VERDICT_REVIEW", "VERDICT_FLAG"})
 
 
+def as_dict(message) -> dict:
+    """A message as our JSON lines carry it: proto field names, every field (zeros too)."""
+    return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
 def result_line(response) -> dict:
-    """A ScreenResponse as `wildscreen screen` prints it and the review service reads it: proto
-    field names, every field, no overlay bytes (the CLI writes those to a file, the server drops them)."""
-    line = MessageToDict(response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    """A ScreenResponse as `wildscreen screen` prints it and the review service reads it: `as_dict`
+    without the overlay bytes (the CLI writes those to a file, the server drops them)."""
+    line = as_dict(response)
     line.pop("overlay", None)
     return line
 
