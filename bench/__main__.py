@@ -24,6 +24,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from bench.phases import bench_engine, bench_naive, bench_server, describe_model, listing_images
+from server.core.registry import BACKENDS
+from server.offline import stay_offline
 
 
 def in_fresh_process(function, *args):
@@ -44,6 +46,7 @@ def print_table(rows: list[dict], stages: dict, ratios: dict, header: str) -> No
 
 
 def main(argv: list[str] | None = None) -> int:
+    stay_offline()
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, default=Path("weights"))
     parser.add_argument("--shared", type=Path, default=Path(os.environ.get("WILDSCREEN_SHARED", "../shared")))
@@ -81,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
                                           "engine", args.seconds)
     rows.append(engine_row)
     print("engine done", flush=True)
-    if model["int8"] and not gpu and model["backend"] != "onnxruntime-int8":
-        rows.append(in_fresh_process(bench_engine, args.weights, "cpu", "int8", images, args.max_batch_size, cores, "engine int8",
+    int8 = BACKENDS["int8"]
+    if int8.export.manifest_key() in model["exports"] and not gpu and model["backend"] != int8.reports:
+        rows.append(in_fresh_process(bench_engine, args.weights, "cpu", int8.name, images, args.max_batch_size, cores, "engine int8",
                                      args.seconds)[0])
         ratios["engine int8/engine"] = rows[-1]["images_per_s"] / engine_row["images_per_s"]
         print("engine int8 done", flush=True)

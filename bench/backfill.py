@@ -23,12 +23,14 @@ import time
 from pathlib import Path
 
 from bench.phases import listing_images
+from server.core.registry import backend_choices
+
 
 
 def in_process(weights: Path, paths: list[str], threads: int, batch_size: int, backend: str) -> dict:
     import pyarrow as pa
 
-    from server.batch.screener import BatchScreener
+    from server.backfill.screener import BatchScreener
 
     screener = BatchScreener(weights, threads=threads, backend=backend)
     screener(pa.table({"id": paths[:batch_size], "path": paths[:batch_size]}))  # warm up
@@ -45,7 +47,7 @@ def on_ray(weights: Path, folder: Path, actors: int, cpus: float, batch_size: in
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from server.batch.backfill import BackfillOptions, backfill
+    from server.backfill.backfill import BackfillOptions, backfill
 
     with tempfile.TemporaryDirectory() as out:
         summary = backfill(BackfillOptions(source=str(folder), out=out, weights=str(weights), actors=actors,
@@ -68,13 +70,13 @@ def main() -> None:
     p.add_argument("--min-side", type=int, default=800)
     p.add_argument("--max-side", type=int, default=1600)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--backend", default="torch", choices=("auto", "torch", "onnx"))
+    p.add_argument("--backend", default="torch", choices=backend_choices(), help="as the server's --backend (server/core/registry.py)")
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPUs for each path")
     p.add_argument("--layouts", nargs="+", default=None, help="ray layouts as ACTORSxCPUS (default: 1xN and Nx1)")
     p.add_argument("--json", type=Path, default=Path("bench/backfill.json"))
     args = p.parse_args()
 
-    from server.batch.backfill import start_ray
+    from server.backfill.backfill import start_ray
 
     images, origin = listing_images(args.shared, args.count, 0, args.min_side, args.max_side)
     with tempfile.TemporaryDirectory() as tmp:

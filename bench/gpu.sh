@@ -20,7 +20,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 # No polars there (40 MB of wheels): Ultralytics' trainer only reads results.csv back with it, in a
 # try, so an empty stand-in module lets it train (with plots=False: its plots need the real one).
 mkdir -p /tmp/site/polars && echo '"""Empty stand-in: see bench/gpu.sh."""' > /tmp/site/polars/__init__.py
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1  # YOLO_OFFLINE: server.config.stay_offline()
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 YOLO_OFFLINE=1  # as server.offline.stay_offline() does in Python
 out=${OUT:-/tmp}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.cuda.is_available())"
@@ -30,7 +30,7 @@ base=$(ls .gpudata/*.pt 2>/dev/null | head -1)
 # 1. The benchmark, alone on the machine: the candidate model when carried, else the shipped one.
 weights=weights
 if [ -n "$base" ]; then
-  python3 -c "import sys; from pathlib import Path; from training.promote import promote; \
+  python3 -c "import sys; from pathlib import Path; from training.steps.promote import promote; \
 promote(Path(sys.argv[1]), Path('/tmp/w'), version='bench', notes='benchmark copy')" "$base" && weights=/tmp/w
 fi
 steps=${STEPS:-bench tests train}
@@ -38,7 +38,7 @@ steps=${STEPS:-bench tests train}
 # the server's workers start, so they find it instead of racing to build it. Needs the tensorrt
 # package on the machine (too big to carry): without it the server says so and serves torch-fp16.
 python3 -c "import tensorrt; print('tensorrt', tensorrt.__version__)" 2>/dev/null || echo "no tensorrt here: torch-fp16 serves"
-timeout 240 python3 -c "import sys; from pathlib import Path; import server; from server.core.engine import InferenceEngine; \
+timeout 240 python3 -c "import sys; from pathlib import Path; from server.offline import stay_offline; stay_offline(); from server.core.engine import InferenceEngine; \
 from server.core.manifest import WeightsStore; e = InferenceEngine.load(WeightsStore(Path(sys.argv[1])), None, 'cuda', 'auto', 0, 64); \
 print('backend', e.backend.name, '--', e.backend_reason)" "$weights" 2>&1 | tail -3 | tee "$out/tensorrt.txt"
 if [[ $steps == *bench* ]]; then

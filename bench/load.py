@@ -27,7 +27,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from wildscreen.client import Connection, image_files
+from wildscreen.client import Connection
+from wildscreen.inputs import image_files
 from wildscreen.v1 import screening_pb2 as pb
 from wildscreen.v1 import screening_pb2_grpc as pb_grpc
 

@@ -17,10 +17,9 @@ import cv2
 import numpy as np
 import torch
 
-import server  # noqa: F401  (offline before Ultralytics is imported)
 from bench.load import ClientProcesses, percentile
 from server.config import usable_cores
-from server.process import ServerProcess
+from tests.support.server_process import ServerProcess
 from server.core.engine import InferenceEngine
 from server.core.manifest import WeightsStore
 from wildscreen.client import Connection
@@ -128,14 +127,17 @@ def bench_engine(weights: Path, device: str, backend: str, images: list[bytes], 
     return row, stages
 
 
-def _fake_result(engine: InferenceEngine, detections, prepared):
-    from server.core.policy import verdicts_for, decide
+def _fake_result(engine: InferenceEngine, detections, prepared, min_confidence: float = 0.25):
+    """The result the server would build for `detections` (all classes, all listed), decided by the
+    server's own rule, so that encoding it costs what a real reply costs."""
+    from server.core.decision import DecisionRule
     from server.core.screening import ScreenResult, Timing
 
-    policies = engine.manifest.policies
-    verdicts = verdicts_for(policies, detections.class_id, detections.confidence)
-    return ScreenResult("bench", decide(verdicts), detections, verdicts, prepared.width, prepared.height, engine.manifest,
-                        engine.manifest.classes, 0.25, Timing(1, 1, 1, 1), 1, None)
+    rule = DecisionRule.of(engine.manifest, None, min_confidence, max(1, len(detections)))
+    decision = rule.decide(detections)
+    return ScreenResult("bench", decision.verdict, decision.detections, decision.detection_verdicts, prepared.width,
+                        prepared.height, engine.manifest, rule.screened, rule.listed_min, Timing(1, 1, 1, 1), 1,
+                        decision.deciding_class)
 
 
 class GpuSampler:
@@ -199,4 +201,4 @@ def describe_model(weights: Path, device: str, backend: str, batch_size: int) ->
     m = engine.manifest
     gpu = torch.cuda.get_device_name(0) if engine.backend.device.type == "cuda" else None
     return {"version": m.version, "input_size": m.input_size, "file": m.file, "backend": engine.backend.name, "device": engine.device,
-            "backend_reason": engine.backend_reason, "int8": "int8" in m.exports}, gpu
+            "backend_reason": engine.backend_reason, "exports": sorted(m.exports)}, gpu

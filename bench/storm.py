@@ -28,7 +28,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from bench.load import LoadReport, run_load
-from server.process import ServerProcess
+from tests.support.server_process import ServerProcess
 from wildscreen.client import Connection
 
 SERVER_CORE, CLIENT_CORE = 0, 1

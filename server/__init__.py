@@ -1,35 +1,60 @@
 """wildscreen's screening service: decode, batch, detect, decide, draw.
 
-Layers, each importing only the ones below it (tests/test_architecture.py checks it):
+Layers, each importing only the ones below it (tests/test_architecture.py checks it). Importing a
+package does nothing but import: each entry point calls `offline.stay_offline()` itself, first.
 
-    main, workers       the wildscreen-serve entry point; the --workers supervisor
+    main, workers       the wildscreen-serve entry point; the --workers supervisor, which reads the serving line
     grpc/               the gRPC edge: protos in, core calls, protos out
+        settings        GrpcSettings: address, TLS, keys, ports, workers, review feed; core and log layers
         app             the grpc.aio server with health and reflection
+        ports           who may listen on a port: one server alone, or a supervisor's workers together
         servicer        Screening RPCs <-> core.screening
         status          the ONE table from domain errors to status codes
         auth            API-key interceptor (which RPCs need which role)
         observability   RPC counts and the access log
+        metrics         the edge's metrics (per RPC, review feed) beside the core's, one registry
         review_feed     REVIEW/FLAG results posted to the review service in the background
-    batch/              the backfill edge: a stored catalogue screened on Ray Data (optional extra)
+    backfill/           the backfill edge: a stored catalogue screened on Ray Data (optional extra)
         backfill        the Ray Data pipeline and `wildscreen-backfill`
         screener        the per-actor callable: the core's decoder, engine and rule on batches of rows
         sources         folders, list files and Parquet of paths/URIs; ids already screened
+        review          --queue: the REVIEW and FLAG rows, with their images, sent to the review service
     review/             the reviewer workbench: a second edge (HTTP) with its own store
         main            the wildscreen-review entry point: serve, reviewers add, export
-        app             Starlette routes: pages and the JSON API
+        settings        ReviewSettings (data dir, database, claims) and ReviewServeSettings (address, keys, logs)
+        app             log in and out, the Starlette routes
+        callers         who is calling (a key, a reviewer, the local machine) and the CSRF check
+        api             the JSON API: intake, next, an item (claim, decide, undo), the list, stats
+        pages           the HTML pages: queue, an item by id, the list view, stats, login
         status          the review edge's ONE table from domain errors to HTTP codes
         accounts        reviewer accounts, session cookies, CSRF tokens, review keys
-        store           the queue: intake, claims, decisions and the audit log, stats
+        store           the queue: intake (one item per image), claims, position, the list and its counts
+        listing         the list view's filters and paging, checked; natural version order
+        decisions       decide, undo one's last decision, the audit log
+        outcomes        what a decision says about the model's class (confirmed, moved, relabelled, rejected)
+        stats           per day, model version and class: honest counts, reject reasons
+        clock           UTC now, and SQLite's zone-less datetimes read back as UTC
         intake          a submitted image and screening result, checked
         schema          the tables
         database        engine, SQLite by default, Alembic upgrade at start
         export          decided items -> an Ultralytics dataset
-        env, 0001_initial, 0002_queue_order_index  Alembic: env.py runs versions/ (the first schema; the queue index in order)
+        banks           known-image hash banks: banks, entries, removal tombstones, polling by seq, import/export
+        bank_schema     the banks' tables (beside schema's)
+        bank_files      bank files: CSV, JSON lines, bare hex and threatexchange's PDQ lines, streamed
+        banks_cli       `wildscreen-review banks list|create|add|remove|import|export`
+        env, 0001_initial, 0002_queue_order_index, 0003_workbench, 0004_banks  Alembic: env.py runs versions/ (schema, queue index, workbench)
     core/               the screening core: no protocol, no `import grpc`
         screening       the pipeline: admit, validate, decode, batch, decide, draw
         pacing          refusals answered at a bounded rate under a retry storm
         batching        dynamic batching over asyncio
         engine          a loaded model: batched forward and NMS, boxes back
+        backbone        ImageNet EfficientNet-Lite features (whole image, tiles, last map) for the image-level head
+        imagehead       the image-level head (model v3): scores per class, activation maps, heat boxes
+        pdq             PDQ hashes of decoded pixels and their 8 dihedral variants
+        hash_index      faiss binary indexes: everything within a Hamming distance
+        bank_rows       bank entries as numpy arrays (a million stay small)
+        matching        BankMatcher: the banks in memory, refreshed in the background, swapped atomically
+        registry        the one table of backends and export formats: names, devices, loaders, file names
         choice          which backends may serve: manifest entries, device, --backend; why not
         backends        PyTorch and ONNX Runtime (FP32, int8) forward passes
         tensorrt        TensorRT FP16 on CUDA: built at first start, cached, checked
@@ -41,14 +66,12 @@ Layers, each importing only the ones below it (tests/test_architecture.py checks
         overlay         reviewer overlays
         manifest        weights/ contract: manifest.json, sha256, versions, a model's classes
         taxonomy        the classes (ids never change; it only grows)
+        yolo_files      YOLO label-file lines and image suffixes (training and the review export)
         keys            the API-keys file
-        metrics         Prometheus metrics
+        metrics         Prometheus metrics of screening: images, latency, batches, queue depth, model
         errors          the domain error tree
-    config              ServerConfig, the one settings object: flags and WILDSCREEN_* variables
-    process             the serving line, and the server as a child process
-    logs                structured logging
+    config              CoreSettings: what the core needs (model, batching, decoding, threads, limits)
+    settings            the one loader: a settings dataclass from flags > WILDSCREEN_* variables > defaults
+    offline             stay_offline(): no downloads at run time, called by every entry point
+    logs                structured logging and its LogSettings, for both services
 """
-
-from server.config import stay_offline
-
-stay_offline()

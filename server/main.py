@@ -9,29 +9,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import argparse
-import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from server.config import DEFAULT_API_KEYS_FILE, ServerConfig
+from server.grpc.settings import DEFAULT_API_KEYS_FILE, GrpcSettings
 from server.logs import configure
-from server.process import serving_line
+from server.offline import stay_offline
+from server.workers import serving_line
 
 log = logging.getLogger("server")
 
 
-async def serve(config: ServerConfig) -> None:
+async def serve(config: GrpcSettings) -> int:
+    """Serve until SIGTERM or SIGINT; 2 when a port is taken (nothing was started)."""
     import torch
 
     from server.grpc.app import WildscreenServer
+    from server.grpc.ports import PortInUse
 
-    torch.set_num_threads(config.model_threads)
+    torch.set_num_threads(config.core.model_threads)
     # The model thread gives up the GIL around every tensor op and must win it back from the event
     # loop; with Python's default 5 ms switch interval a busy loop (a flood of rejected requests)
     # stalls the forward pass for milliseconds per op. 1 ms keeps the model fed.
-    sys.setswitchinterval(config.switch_interval_s)
+    sys.setswitchinterval(config.core.switch_interval_s)
     server = WildscreenServer(config)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -53,11 +55,16 @@ async def serve(config: ServerConfig) -> None:
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
-    await server.start()
+    try:
+        await server.start()
+    except PortInUse as exc:
+        print(f"wildscreen-serve: {exc}", file=sys.stderr)
+        return 2
     print(serving_line(server.screener.runtime.manifest.version, config.host, server.port), flush=True)
     await stopping.wait()
     log.info("shutting down", extra={"fields": {"grace_period_s": config.grace_period_s}})
     await server.stop()
+    return 0
 
 
 def keys_command(argv: Sequence[str]) -> int:
@@ -73,7 +80,7 @@ def keys_command(argv: Sequence[str]) -> int:
                      help=f"keys file; default: --api-keys-file of the server's settings (WILDSCREEN_API_KEYS_FILE), "
                           f"else {DEFAULT_API_KEYS_FILE}")
     args = parser.parse_args(argv)
-    keys_file = args.file or ServerConfig.from_args([]).api_keys_file or DEFAULT_API_KEYS_FILE
+    keys_file = args.file or GrpcSettings.from_args([]).api_keys_file or DEFAULT_API_KEYS_FILE
     try:
         key = KeyStore(keys_file).add(args.name, args.role)
     except ValueError as exc:
@@ -85,11 +92,12 @@ def keys_command(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    stay_offline()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["keys"]:
         return keys_command(argv[1:])
-    config = ServerConfig.from_args(argv)
-    configure(config.log_format, config.log_level)
+    config = GrpcSettings.from_args(argv)
+    configure(config.log)
     refusal = config.refusal()
     if refusal:
         print(f"wildscreen-serve: {refusal}", file=sys.stderr)
@@ -98,8 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from server.workers import supervise
 
         return supervise(config)
-    asyncio.run(serve(config))
-    return 0
+    return asyncio.run(serve(config))
 
 
 if __name__ == "__main__":

@@ -15,46 +15,43 @@ with `training promote` and send SIGHUP to the supervisor.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 
-from server.config import ServerConfig, usable_cores
-from server.process import SERVING_LINE, serving_line
+from server import settings
+from server.config import usable_cores
+from server.grpc.ports import PortInUse, reserve_port
+from server.grpc.settings import GrpcSettings
 
 log = logging.getLogger("server.workers")
 RESTART_DELAY_S = 0.5
 MAX_RESTART_DELAY_S = 30.0
+SERVING_LINE = re.compile(r"wildscreen serving (?P<version>\S+) on (?P<host>\S+):(?P<port>\d+)")
+"""What a server prints on stdout once it answers (`serving_line`): the supervisor waits for it from
+each worker, and so do the tests and benchmarks that start a server (learning the port of --port 0)."""
 
 
-def worker_config(config: ServerConfig, port: int, index: int) -> ServerConfig:
+def serving_line(version: str, host: str, port: int) -> str:
+    return f"wildscreen serving {version} on {host}:{port}"
+
+
+def worker_config(config: GrpcSettings, port: int, index: int) -> GrpcSettings:
     """A worker's share: the fixed port, its own metrics port, its share of the CPU cores."""
     share = max(1, usable_cores() // config.workers)
-    return dataclasses.replace(
+    return settings.replace(
         config, port=port, workers=1, worker_index=index,
         metrics_port=config.metrics_port + index if config.metrics_port else 0,
-        torch_threads=config.torch_threads or share, decode_workers=config.decode_workers or share,
+        torch_threads=config.core.torch_threads or share, decode_workers=config.core.decode_workers or share,
     )
 
 
-def reserve_port(host: str, port: int) -> socket.socket:
-    """A bound (not listening) SO_REUSEPORT socket that holds the port while the workers start:
-    with --port 0 it picks the port; the workers' sockets join it, and it gets no connections."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host.strip("[]"), port))
-    return sock
-
-
 class Worker:
-    def __init__(self, config: ServerConfig, restart_delay_s: float = RESTART_DELAY_S) -> None:
+    def __init__(self, config: GrpcSettings, restart_delay_s: float = RESTART_DELAY_S) -> None:
         self.config = config
         self.started = time.monotonic()
         self.restart_delay_s = restart_delay_s
@@ -80,10 +77,15 @@ class Worker:
             self.proc.send_signal(sig)
 
 
-def supervise(config: ServerConfig, startup_timeout_s: float = 600.0) -> int:
+def supervise(config: GrpcSettings, startup_timeout_s: float = 600.0) -> int:
     """Run `config.workers` workers until SIGTERM or SIGINT; the exit code of a clean stop is 0."""
-    holder = reserve_port(config.host, config.port)
-    port = holder.getsockname()[1]
+    shared_ports = [config.port] + ([config.health_port] if config.health_port else [])
+    try:  # the workers share the health port too: a second supervisor must join neither
+        holders = [reserve_port(config.host, p) for p in shared_ports]
+    except PortInUse as exc:
+        print(f"wildscreen-serve: {exc}", file=sys.stderr)
+        return 2
+    port = holders[0].getsockname()[1]
     workers = [Worker(worker_config(config, port, i)) for i in range(config.workers)]
     stopping = threading.Event()
 
@@ -104,7 +106,8 @@ def supervise(config: ServerConfig, startup_timeout_s: float = 600.0) -> int:
             print(f"wildscreen-serve: workers did not start: {why}", file=sys.stderr)
             return _stop(workers, config.grace_period_s) or 1
         time.sleep(0.05)
-    holder.close()
+    for holder in holders:
+        holder.close()
     print(f"{serving_line(workers[0].version, config.host, port)} with {len(workers)} workers "
           f"(pids {' '.join(str(w.proc.pid) for w in workers)})", flush=True)
 

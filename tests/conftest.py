@@ -9,15 +9,17 @@ from pathlib import Path
 import grpc
 import pytest
 
-import server  # noqa: F401  (offline before anything imports Ultralytics)
-from server.process import ServerProcess
+from server.offline import stay_offline
+from tests.support.server_process import ServerProcess
 from tests.support.synthetic import write_yolo_dataset
+
+stay_offline()  # the tests' entry point: before any test imports Ultralytics
 
 @pytest.fixture(scope="session")
 def untrained_weights(tmp_path_factory) -> Path:
     """A weights/ folder whose current version is an untrained YOLOv5n built from its yaml."""
     from training.modelfile import build_untrained
-    from training.promote import promote
+    from training.steps.promote import promote
 
     root = tmp_path_factory.mktemp("untrained")
     model = build_untrained(root / "src" / "untrained.pt", input_size=320)
@@ -28,10 +30,10 @@ def untrained_weights(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory) -> Path:
     """data.yaml of a synthetic dataset in our layout: a YOLO export imported and split by our code."""
-    from training.importers import import_source
+    from training.formats import import_source
     from training.layout import Dataset
     from training.mapping import ClassMapping
-    from training.split import split_dataset
+    from training.steps.split import split_dataset
 
     root = tmp_path_factory.mktemp("synthetic")
     write_yolo_dataset(root / "export", {"all": 150}, size=128)
@@ -45,7 +47,7 @@ def synthetic_dataset(tmp_path_factory) -> Path:
 def tiny_run(tmp_path_factory, synthetic_dataset) -> Path:
     """A YOLOv5n trained for real on the synthetic shapes (about 40 s on 2 cores): it finds them,
     so tests can check where boxes come back. Returns the run folder (weights/best.pt inside)."""
-    from training.train import TrainOptions, train
+    from training.steps.train import TrainOptions, train
 
     project = tmp_path_factory.mktemp("runs")
     # Small batches with nbs=batch: an optimizer step per batch, so Ultralytics' 100-iteration
@@ -60,7 +62,7 @@ def tiny_run(tmp_path_factory, synthetic_dataset) -> Path:
 @pytest.fixture(scope="session")
 def trained_weights(tmp_path_factory, tiny_run) -> Path:
     """A weights/ folder whose current version is the tiny trained model (uncalibrated thresholds)."""
-    from training.promote import promote
+    from training.steps.promote import promote
 
     weights = tmp_path_factory.mktemp("trained") / "weights"
     promote(tiny_run / "weights" / "best.pt", weights, version="tiny-1", notes="synthetic shapes, for tests")

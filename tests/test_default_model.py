@@ -5,9 +5,9 @@ import grpc
 import pytest
 
 from server.core.manifest import WeightsStore
-from server.process import REPO, ServerProcess
+from tests.support.server_process import REPO, ServerProcess
 from tests.support.shared import SHARED
-from training.evaluate import example_image
+from training.steps.evaluate import example_image
 from wildscreen.v1 import screening_pb2 as pb
 from wildscreen.v1 import screening_pb2_grpc as pb_grpc
 

@@ -10,32 +10,34 @@
       quarantine/<reason>/...      files `check --fix` moved aside
 
 Images never move between splits; a split is a list. An empty label file is a background image:
-it teaches the model what not to flag.
+it teaches the model what not to flag. The label files' lines and which files are images are
+server/core/yolo_files.py's (the review export writes the same files).
 """
 
 from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from server.core.taxonomy import NAMES
+from server.core.taxonomy import LABELS, NAMES
+from server.core.yolo_files import DATASET_SUFFIXES, is_image, read_labels
 
 SPLITS = ("train", "val", "test", "calibration", "holdout")
 """calibration and holdout: whole sources kept out of train/val/test, to calibrate thresholds on and
 for the out-of-source check; both optional (no file when empty)."""
 HELD_OUT_SPLITS = ("calibration", "holdout")
 META_FIELDS = ("image", "source", "group", "origin", "label")
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+BACKGROUND = "background"
+"""What `image_classes` says of an image that shows none of the classes."""
 
 
 def image_files_under(folder: Path) -> list[Path]:
     """The image files anywhere under `folder`, sorted (so runs see them in the same order)."""
-    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and is_image(p, DATASET_SUFFIXES))
 
 
 def images_in(place: Path) -> list[Path]:
@@ -62,33 +64,6 @@ def link_view(files: list[Path], root: Path, view: Path) -> Path:
     for f in files:
         link_file(view / f.relative_to(root), f)
     return view
-
-
-@dataclass(frozen=True)
-class LabelBox:
-    class_id: int
-    cx: float
-    cy: float
-    w: float
-    h: float
-
-    def line(self) -> str:
-        return f"{self.class_id} {self.cx:.6f} {self.cy:.6f} {self.w:.6f} {self.h:.6f}"
-
-    def xyxy(self, width: int, height: int) -> tuple[float, float, float, float]:
-        return (
-            (self.cx - self.w / 2) * width,
-            (self.cy - self.h / 2) * height,
-            (self.cx + self.w / 2) * width,
-            (self.cy + self.h / 2) * height,
-        )
-
-    @classmethod
-    def from_xyxy(cls, class_id: int, xyxy, width: int, height: int) -> LabelBox:
-        x1, y1, x2, y2 = (float(v) for v in xyxy)
-        x1, x2 = max(0.0, min(x1, x2)), min(float(width), max(x1, x2))
-        y1, y2 = max(0.0, min(y1, y2)), min(float(height), max(y1, y2))
-        return cls(class_id, (x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width, (y2 - y1) / height)
 
 
 @dataclass(frozen=True)
@@ -182,29 +157,11 @@ class Dataset:
         return self.data_yaml
 
 
-def read_labels(path: Path) -> list[LabelBox]:
-    """Parse a label file, tolerating a stray extra field (as in the tiger frames); raise ValueError otherwise."""
-    boxes = []
-    if not path.exists():
-        return boxes
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) < 5:
-            raise ValueError(f"{path}:{n}: {len(fields)} fields, expected 5")
-        try:
-            boxes.append(LabelBox(int(fields[0]), *(float(v) for v in fields[1:5])))
-        except ValueError:
-            raise ValueError(f"{path}:{n}: not numbers: {line!r}") from None
-    return boxes
-
-
-def write_labels(path: Path, boxes: list[LabelBox]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(b.line() + "\n" for b in boxes))
-
-
-def iter_labelled(dataset: Dataset, images: list[Path]) -> Iterator[tuple[Path, list[LabelBox]]]:
-    for image in images:
-        yield image, read_labels(dataset.label_path(image))
+def image_classes(dataset: Dataset, image: Path, meta: dict[str, MetaRow] | None = None) -> set[str]:
+    """Classes an image shows: from its boxes, and from its image-level label in meta.csv."""
+    boxes = read_labels(dataset.label_path(image))
+    found = {LABELS[b.class_id] for b in boxes if 0 <= b.class_id < len(LABELS)}
+    row = (meta if meta is not None else dataset.read_meta()).get(dataset.relative(image))
+    if row is not None and row.label in LABELS:
+        found.add(row.label)
+    return found or {BACKGROUND}

@@ -1,4 +1,5 @@
-"""Model files: build an untrained YOLO from its yaml with our classes, and read a checkpoint's facts.
+"""Model files: build an untrained YOLO from its yaml with our classes, read a checkpoint's facts,
+run one through the serving engine, and pick the device to run it on.
 
 The untrained model is what `make serve` runs before anyone has trained: a real model of the real
 architecture, so the whole service works end to end, but its detections mean nothing. Its manifest
@@ -22,6 +23,13 @@ if TYPE_CHECKING:
     from server.core.detections import Detections
     from server.core.decoding import PreparedImage
     from server.core.engine import InferenceEngine
+
+
+def resolve_device(device: str) -> str:
+    """`auto`: the first GPU where there is one, else the CPU; anything else as given (Ultralytics' spelling)."""
+    if device != "auto":
+        return device
+    return "0" if torch.cuda.is_available() else "cpu"
 
 
 def build_untrained(path: Path, architecture: str = "yolov5n.yaml", input_size: int = 416, seed: int = 0) -> Path:

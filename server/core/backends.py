@@ -5,12 +5,14 @@
 Both backends scale to 0..1 as one vectorised op, so NMS and everything after it is shared. The
 torch backend is the reference; ONNX Runtime (FP32 or int8) is used on CPU when `weights/` holds
 an export that agreed with it and it is faster here (`server.core.choice`); TensorRT on CUDA
-lives in `server.core.tensorrt`.
+lives in `server.core.tensorrt`. Each is loaded through its entry in `server.core.registry`:
+`open_backend` calls the entry's loader with a `ModelSource`.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -19,6 +21,8 @@ import torch
 
 from server.config import usable_cores
 from server.core.errors import ModelError
+from server.core.manifest import ModelManifest, WeightsStore
+from server.core.registry import BackendSpec, resolve
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +46,48 @@ class Backend(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """What a backend's loader (and a built-here check) gets: one model version in its store, the
+    registry entry being loaded, and where and how it is to run."""
+
+    store: WeightsStore
+    manifest: ModelManifest
+    spec: BackendSpec
+    device: torch.device
+    threads: int = 0
+    max_batch_size: int = 8
+
+    def verified_file(self) -> Path:
+        """The file this backend serves, its sha256 checked: its export's, or else the .pt."""
+        if self.spec.export is None:
+            return self.store.verified_path(self.manifest.file, self.manifest.sha256)
+        entry = self.manifest.exports[self.spec.export.manifest_key()]
+        return self.store.verified_path(entry.file, entry.sha256)
+
+
+def open_backend(source: ModelSource) -> Backend:
+    """The backend `source.spec` names, loaded by the loader its registry entry names."""
+    return resolve(source.spec.loader)(source)
+
+
+def check_here(source: ModelSource) -> tuple[bool, str]:
+    """(usable, why) of a backend built on this machine, by the check its registry entry names."""
+    return resolve(source.spec.check_here)(source)
+
+
+def load_torch(source: ModelSource) -> TorchBackend:
+    return TorchBackend(source.verified_file(), source.device, source.spec.reports)
+
+
+def load_onnx(source: ModelSource) -> OnnxBackend:
+    return OnnxBackend(source.verified_file(), source.threads, source.spec.reports)
+
+
 class TorchBackend:
     """The Ultralytics model in PyTorch; FP16 on CUDA."""
 
-    def __init__(self, weights: Path, device: torch.device) -> None:
+    def __init__(self, weights: Path, device: torch.device, name: str = "torch") -> None:
         from ultralytics.nn.tasks import load_checkpoint  # heavy import, only when a model is loaded
 
         try:
@@ -56,7 +98,7 @@ class TorchBackend:
         self.half = device.type == "cuda"
         self.model = (model.half() if self.half else model.float()).eval()
         self.device = device
-        self.name = "torch-fp16" if self.half else "torch"
+        self.name = f"{name}-fp16" if self.half else name
         self.names: dict[int, str] = dict(model.names)
 
     @torch.inference_mode()

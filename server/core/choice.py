@@ -1,24 +1,27 @@
-"""Which backends may serve a model here: pure rules on the manifest, the device and `--backend`.
+"""Which backends may serve a model here: pure rules on the manifest, the device and `--backend`,
+for every backend of `server.core.registry` alike.
 
-    --backend auto      CPU: torch, plus ONNX FP32 and int8 where their manifest entries say they
-                        agree with the .pt (int8 also: AP50 drop <= 1 point when recorded); CUDA:
-                        torch, plus a TensorRT engine when it is built here and agrees. The engine
-                        then times the allowed ones and keeps the fastest.
-    --backend torch|onnx|int8|tensorrt   that one alone (an error where it cannot run); a forced
-                        export that did not agree is served, with a warning in the reason.
+    --backend auto      the reference (torch), plus each other backend that runs on this device
+                        type and passes its check: an export whose manifest entry says it agrees
+                        with the .pt (and, when recorded, loses at most 1 point of AP50), or a
+                        file built here whose own check passed (TensorRT on CUDA). The engine then
+                        times the allowed ones and keeps the fastest.
+    --backend NAME      that one alone (an error where it cannot run); a forced export that did
+                        not agree is served, with a warning in the reason.
 
 Every rule that leaves a backend out says why, so the server can log it and report it in ModelInfo.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from server.core.errors import ModelError
 from server.core.manifest import ModelManifest
+from server.core.registry import AUTO, BACKENDS, REFERENCE, BackendSpec, backend_choices
 
-BACKENDS = ("auto", "torch", "onnx", "int8", "tensorrt")
-CPU_EXPORTS = ("onnx", "int8")
+DEVICE_WORDS = {"cpu": "the CPU", "cuda": "a CUDA device"}
 
 
 @dataclass
@@ -29,45 +32,52 @@ class Choice:
     """Why the others are left out, or why a forced one is doubtful."""
 
 
-def allowed_backends(manifest: ModelManifest, requested: str, device_type: str, tensorrt_ok: tuple[bool, str] | None = None) -> Choice:
+def allowed_backends(manifest: ModelManifest, requested: str, device_type: str,
+                     built_here: Mapping[str, tuple[bool, str]] | None = None) -> Choice:
     """The backends that may serve `manifest` on a `device_type` device when `requested`.
-    `tensorrt_ok` is the TensorRT engine's own check on CUDA (None: not looked at)."""
-    if requested not in BACKENDS:
-        raise ModelError(f"backend {requested!r} is not one of {', '.join(BACKENDS)}")
-    if requested == "torch":
-        return Choice(["torch"], ["torch asked for (--backend torch)"])
-    if requested in CPU_EXPORTS:
-        entry = manifest.exports.get(requested)
-        if entry is None:
-            hint = "training export --int8" if requested == "int8" else "training export"
-            raise ModelError(f"model {manifest.version} has no {requested} export; run `{hint}` first")
-        if device_type != "cpu":
-            raise ModelError(f"the {requested} backend runs on the CPU only; use --device cpu")
-        ok, why = entry.serving_check()
-        return Choice([requested], [f"{requested} asked for (--backend {requested})" + ("" if ok else f"; WARNING: {why}")])
-    if requested == "tensorrt":
-        if device_type != "cuda":
-            raise ModelError("the tensorrt backend needs a CUDA device")
-        ok, why = tensorrt_ok or (False, "not built")
-        if not ok:
-            raise ModelError(f"the TensorRT engine cannot serve model {manifest.version}: {why}")
-        return Choice(["tensorrt"], ["tensorrt asked for (--backend tensorrt)"])
-    choice = Choice(["torch"])
-    if device_type == "cpu":
-        for kind in CPU_EXPORTS:
-            entry = manifest.exports.get(kind)
-            if entry is None:
-                choice.notes.append(f"{kind} not used: model {manifest.version} has no {kind} export")
-                continue
-            ok, why = entry.serving_check()
-            if ok:
-                choice.kinds.append(kind)
-            else:
-                choice.notes.append(f"{kind} not used: {why}")
-    elif tensorrt_ok is not None:
-        ok, why = tensorrt_ok
+    `built_here` holds, by backend name, the own check of each backend built on this machine
+    that was looked at (a name missing: not looked at)."""
+    built_here = built_here or {}
+    if requested not in backend_choices():
+        raise ModelError(f"backend {requested!r} is not one of {', '.join(backend_choices())}")
+    if requested != AUTO:
+        return _forced(BACKENDS[requested], manifest, device_type, built_here)
+    choice = Choice([REFERENCE])
+    for spec in BACKENDS.values():
+        if spec.name == REFERENCE or not spec.runs_on(device_type):
+            continue
+        if spec.check_here and spec.name not in built_here:
+            continue
+        ok, why = _check(spec, manifest, built_here)
         if ok:
-            choice.kinds.append("tensorrt")
+            choice.kinds.append(spec.name)
         else:
-            choice.notes.append(f"tensorrt not used: {why}")
+            choice.notes.append(f"{spec.name} not used: {why}")
     return choice
+
+
+def _forced(spec: BackendSpec, manifest: ModelManifest, device_type: str, built_here: Mapping[str, tuple[bool, str]]) -> Choice:
+    asked = f"{spec.name} asked for (--backend {spec.name})"
+    if not spec.runs_on(device_type):
+        where = " or ".join(DEVICE_WORDS.get(d, d) for d in spec.devices)
+        raise ModelError(f"the {spec.name} backend runs on {where} only; use --device {spec.devices[0]}")
+    if spec.name == REFERENCE:
+        return Choice([spec.name], [asked])
+    if spec.export is not None and spec.export.manifest_key() not in manifest.exports:
+        raise ModelError(f"model {manifest.version} has no {spec.name} export; run `{spec.export.how}` first")
+    ok, why = _check(spec, manifest, built_here)
+    if spec.check_here and not ok:
+        raise ModelError(f"the {spec.name} backend cannot serve model {manifest.version}: {why}")
+    return Choice([spec.name], [asked + ("" if ok else f"; WARNING: {why}")])
+
+
+def _check(spec: BackendSpec, manifest: ModelManifest, built_here: Mapping[str, tuple[bool, str]]) -> tuple[bool, str]:
+    """(usable, why) of a backend other than the reference."""
+    if spec.check_here:
+        return built_here.get(spec.name, (False, "not built"))
+    if spec.export is None:
+        return True, "serves the .pt"
+    entry = manifest.exports.get(spec.export.manifest_key())
+    if entry is None:
+        return False, f"model {manifest.version} has no {spec.name} export"
+    return entry.serving_check()

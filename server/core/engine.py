@@ -15,13 +15,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from server.core.backends import Backend, OnnxBackend, TorchBackend, resolve_device
+from server.core.backends import Backend, ModelSource, OnnxBackend, TorchBackend, check_here, open_backend, resolve_device
 from server.core.choice import allowed_backends
 from server.core.detections import Detections
 from server.core.decoding import PreparedImage, to_batch
 from server.core.errors import ModelError
 from server.core.geometry import Letterbox
 from server.core.manifest import ModelManifest, WeightsStore
+from server.core.registry import AUTO, BACKENDS
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +60,16 @@ class InferenceEngine:
     ) -> InferenceEngine:
         """Load `version` (default: current) from `store`, checking each file's sha256 first, on
         the backend `allowed_backends` allows (the fastest, measured here, when several are);
-        `backend_reason` says what was chosen and why the others were not."""
+        `backend_reason` says what was chosen and why the others were not. Every backend is
+        loaded through its `server.core.registry` entry."""
         manifest = store.get(version)
         torch_device = resolve_device(device)
-        tensorrt = None
-        if torch_device.type == "cuda" and backend in ("auto", "tensorrt"):
-            from server.core.tensorrt import TensorRtCache  # CUDA machines only
-
-            tensorrt = TensorRtCache(store, manifest, torch_device, batch_size_for_choice)
-        choice = allowed_backends(manifest, backend, torch_device.type, tensorrt.check() if tensorrt else None)
-        engines = [cls(manifest, _backend(kind, store, manifest, torch_device, threads, tensorrt)) for kind in choice.kinds]
+        sources = {name: ModelSource(store, manifest, spec, torch_device, threads, batch_size_for_choice)
+                   for name, spec in BACKENDS.items()}
+        built_here = {name: check_here(sources[name]) for name, spec in BACKENDS.items()
+                      if spec.check_here and spec.runs_on(torch_device.type) and backend in (AUTO, name)}
+        choice = allowed_backends(manifest, backend, torch_device.type, built_here)
+        engines = [cls(manifest, open_backend(sources[kind])) for kind in choice.kinds]
         chosen, timing = (engines[0], "") if len(engines) == 1 else pick_faster(engines, batch_size_for_choice)
         chosen.backend_reason = "; ".join([f"{chosen.backend.name}{timing}"] + choice.notes)
         log.info("backend choice", extra={"fields": {"chosen": chosen.backend.name, "reason": chosen.backend_reason}})
@@ -158,15 +159,6 @@ class _StageClock:
         now = time.perf_counter()
         self.timings[stage] = self.timings.get(stage, 0.0) + (now - self.last) * 1000.0
         self.last = now
-
-
-def _backend(kind: str, store: WeightsStore, manifest: ModelManifest, device: torch.device, threads: int, tensorrt) -> Backend:
-    if kind == "torch":
-        return TorchBackend(store.verified_path(manifest.file, manifest.sha256), device)
-    if kind == "tensorrt":
-        return tensorrt.backend()
-    entry = manifest.exports[kind]
-    return OnnxBackend(store.verified_path(entry.file, entry.sha256), threads, name="onnxruntime-int8" if kind == "int8" else "onnxruntime")
 
 
 def pick_faster(engines: Sequence[InferenceEngine], batch_size: int, repeats: int = 3) -> tuple[InferenceEngine, str]:

@@ -1,6 +1,5 @@
-"""Prometheus metrics of the screening service; the edges and the core feed them, no protocol here.
+"""Prometheus metrics of screening itself, whatever edge asks; no protocol and no endpoint here.
 
-    wildscreen_requests_total{rpc,code}           RPCs by method and final status code
     wildscreen_images_total{code}                 images screened (each image of a stream counts)
     wildscreen_latency_seconds{stage}             decode, queue, inference, total per image
     wildscreen_batch_size                         images per forward pass
@@ -8,23 +7,24 @@
     wildscreen_detections_total{class}            detections listed, by class
     wildscreen_verdicts_total{verdict,class}      verdicts, by the class that decided them
     wildscreen_model_info{name,version,sha256,backend,device}
-    wildscreen_review_feed_total{outcome}         results for the review service: sent, dropped (queue full), failed
+
+An edge registers its own metrics (per-RPC counts, its feeds) on the same registry, so one
+/metrics endpoint serves both: see server/grpc/metrics.py.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from server.core.taxonomy import by_id
 
 _LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 
 
-class ServerMetrics:
+class ScreeningMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.requests = Counter("wildscreen_requests", "RPCs by method and final status code", ["rpc", "code"], registry=r)
         self.images = Counter("wildscreen_images", "Images screened, by status code", ["code"], registry=r)
         self.latency = Histogram("wildscreen_latency_seconds", "Per-image time by stage", ["stage"], buckets=_LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("wildscreen_batch_size", "Images per forward pass", buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
@@ -32,12 +32,6 @@ class ServerMetrics:
         self.detections = Counter("wildscreen_detections", "Detections listed, by class", ["class"], registry=r)
         self.verdicts = Counter("wildscreen_verdicts", "Verdicts, by the class that decided them", ["verdict", "class"], registry=r)
         self.model = Info("wildscreen_model", "The model serving now", registry=r)
-        self.review_feed = Counter("wildscreen_review_feed", "Results posted to the review service (--review-queue), "
-                                   "by outcome: sent, dropped (its queue full), failed (unreachable or refused)",
-                                   ["outcome"], registry=r)
-
-    def serve(self, host: str, port: int) -> None:
-        start_http_server(port, addr=host, registry=self.registry)
 
     def observe_batch(self, size: int) -> None:
         self.batch_size.observe(size)

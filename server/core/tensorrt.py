@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from server.core.backends import TorchBackend
+from server.core.backends import ModelSource, TorchBackend
 from server.core.errors import ModelError
 from server.core.manifest import ModelManifest, WeightsStore, sha256_of
 
@@ -35,12 +35,12 @@ COMPARED_ANCHORS = 100
 class TensorRtBackend:
     """A cached engine, through Ultralytics' AutoBackend (it binds dynamic shapes per call)."""
 
-    def __init__(self, engine: Path, device: torch.device) -> None:
+    def __init__(self, engine: Path, device: torch.device, name: str = "tensorrt-fp16") -> None:
         from ultralytics.nn.autobackend import AutoBackend
 
         self.model = AutoBackend(str(engine), device=device, fp16=True, verbose=False)
         self.device = device
-        self.name = "tensorrt-fp16"
+        self.name = name
 
     @torch.inference_mode()
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
@@ -99,6 +99,17 @@ class TensorRtCache:
             shutil.move(str(built), self.engine_path)
         agreement = compare_outputs(TorchBackend(pt, self.device), self.backend(), self.manifest.input_size, self.max_batch_size)
         self.record_path.write_text(json.dumps({"sha256": sha256_of(self.engine_path), "agreement": agreement}, indent=2))
+
+
+def check_here(source: ModelSource) -> tuple[bool, str]:
+    """The registry's check: builds the engine of `source`'s model the first time, then reads its record."""
+    return TensorRtCache(source.store, source.manifest, source.device, source.max_batch_size).check()
+
+
+def load(source: ModelSource) -> TensorRtBackend:
+    """The registry's loader: the cached engine (`check_here` has built and accepted it)."""
+    cache = TensorRtCache(source.store, source.manifest, source.device, source.max_batch_size)
+    return TensorRtBackend(cache.engine_path, source.device, source.spec.reports)
 
 
 def compare_outputs(reference, candidate, input_size: int, batch: int) -> dict:

@@ -15,12 +15,13 @@ from grpc_reflection.v1alpha import reflection
 
 from server.core.keys import KeyStore
 from server.grpc.auth import AuthInterceptor
-from server.config import ServerConfig
-from server.core.metrics import ServerMetrics
+from server.grpc.metrics import GrpcMetrics
 from server.grpc.observability import ObservabilityInterceptor
+from server.grpc.ports import PortInUse, bind, sharing_options
 from server.grpc.review_feed import ReviewFeed
 from server.core.screening import Screener
 from server.grpc.servicer import ScreeningServicer
+from server.grpc.settings import GrpcSettings
 from wildscreen.v1 import screening_pb2 as pb
 from wildscreen.v1 import screening_pb2_grpc as pb_grpc
 
@@ -37,7 +38,7 @@ def _read(path) -> bytes:
         return f.read()
 
 
-def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+def server_credentials(config: GrpcSettings) -> grpc.ServerCredentials | None:
     if not config.tls:
         return None
     client_ca = _read(config.tls_client_ca) if config.tls_client_ca else None
@@ -48,9 +49,10 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     )
 
 
-def server_options(config: ServerConfig) -> list[tuple[str, int]]:
-    limit = config.max_request_bytes + MESSAGE_OVERHEAD_BYTES
-    options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", -1)]
+def server_options(config: GrpcSettings) -> list[tuple[str, int]]:
+    limit = config.core.max_request_bytes + MESSAGE_OVERHEAD_BYTES
+    options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", -1),
+               *sharing_options(supervised=config.worker_index >= 0)]
     if config.max_connection_age_s:
         # gRPC adds +-10 % jitter to the age, so replicas started together do not all reconnect at once.
         options += [("grpc.max_connection_age_ms", round(config.max_connection_age_s * 1000)),
@@ -59,13 +61,13 @@ def server_options(config: ServerConfig) -> list[tuple[str, int]]:
 
 
 class WildscreenServer:
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: GrpcSettings) -> None:
         self.config = config
-        self.metrics = ServerMetrics()
-        self.screener = Screener(config, self.metrics)
+        self.metrics = GrpcMetrics()
+        self.screener = Screener(config.core, self.metrics.screening)
         self.health = health.aio.HealthServicer()
         self.review_feed = ReviewFeed.from_config(config, self.metrics) if config.review_queue else None
-        self.servicer = ScreeningServicer(self.screener, config.max_stream_in_flight, self.review_feed)
+        self.servicer = ScreeningServicer(self.screener, config.max_stream_in_flight, self.review_feed, config.supervised)
         interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(self.metrics)]
         if config.api_keys_file is not None:
             interceptors.append(AuthInterceptor(KeyStore(config.api_keys_file)))
@@ -80,7 +82,7 @@ class WildscreenServer:
         self.health_server: grpc.aio.Server | None = None
         """Plaintext grpc.health.v1 alone on --health-port: the same statuses, nothing else reachable."""
         if config.health_port:
-            self.health_server = grpc.aio.server()
+            self.health_server = grpc.aio.server(options=sharing_options(supervised=config.worker_index >= 0))
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
 
     async def _set_health(self, status: int) -> None:
@@ -89,25 +91,24 @@ class WildscreenServer:
 
     async def start(self) -> int:
         """Bind and start; load the model; then report SERVING. Returns the bound port."""
-        credentials = server_credentials(self.config)
-        if credentials is None:
-            self.port = self.server.add_insecure_port(self.config.address)
-        else:
-            self.port = self.server.add_secure_port(self.config.address, credentials)
-        if not self.port:
-            raise OSError(f"could not bind {self.config.address}")
+        self.port = bind(self.server, self.config.address, server_credentials(self.config))
+        # Every port is taken before anything starts: a port in use starts nothing.
+        if self.health_server is not None:
+            bind(self.health_server, self.config.address_on(self.config.health_port))
+        if self.config.metrics_port:
+            try:
+                self.metrics.serve(self.config.host, self.config.metrics_port)
+            except OSError as exc:
+                raise PortInUse(f"cannot serve metrics on {self.config.address_on(self.config.metrics_port)}: "
+                                f"{exc.strerror or exc}") from exc
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.review_feed is not None:
             self.review_feed.start()
         await self.server.start()
         if self.health_server is not None:
-            if not self.health_server.add_insecure_port(self.config.address_on(self.config.health_port)):
-                raise OSError(f"could not bind the health port {self.config.health_port}")
             await self.health_server.start()
-        if self.config.metrics_port:
-            self.metrics.serve(self.config.host, self.config.metrics_port)
         log.info("listening", extra={"fields": {"address": self.config.address, "port": self.port, "tls": self.config.tls}})
-        await self.screener.load(self.config.model_version or None)
+        await self.screener.load(self.config.core.model_version or None)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"fields": {"model": self.screener.runtime.manifest.version}})
         return self.port

@@ -1,5 +1,5 @@
 """The gRPC edge's observability: one interceptor counts every RPC by its final status code
-(wildscreen_requests_total{rpc,code} of `server.core.metrics`) and writes the structured access
+(wildscreen_requests_total{rpc,code} of `server.grpc.metrics`) and writes the structured access
 log, one line per RPC, without image bytes.
 """
 
@@ -11,7 +11,7 @@ import time
 
 import grpc
 
-from server.core.metrics import ServerMetrics
+from server.grpc.metrics import GrpcMetrics
 from server.grpc.status import code_of
 
 access_log = logging.getLogger("wildscreen.access")
@@ -35,7 +35,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     """Counts every RPC by final status and writes one access-log line per RPC (no image bytes),
     except refusals, which are summed into at most one line a second."""
 
-    def __init__(self, metrics: ServerMetrics | None) -> None:
+    def __init__(self, metrics: GrpcMetrics | None) -> None:
         self.metrics = metrics
         self._refusals_unlogged = 0
         self._refusal_logged_at = 0.0

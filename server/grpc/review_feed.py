@@ -15,8 +15,8 @@ import threading
 from collections import Counter, deque
 from pathlib import Path
 
-from server.config import ServerConfig
-from server.core.metrics import ServerMetrics
+from server.grpc.metrics import GrpcMetrics
+from server.grpc.settings import GrpcSettings
 from wildscreen.queue import NEEDS_A_PERSON, ReviewQueue, result_line
 from wildscreen.v1 import screening_pb2 as pb
 
@@ -29,7 +29,7 @@ not fill the log with a line per flagged image."""
 
 class ReviewFeed:
     def __init__(self, url: str, api_key: str | None = None, max_pending: int = 64, max_pending_bytes: int = 256 << 20,
-                 timeout_s: float = 10.0, metrics: ServerMetrics | None = None) -> None:
+                 timeout_s: float = 10.0, metrics: GrpcMetrics | None = None) -> None:
         self.url = url
         self.queue = ReviewQueue(url, api_key, timeout=timeout_s)
         self.max_pending, self.max_pending_bytes = max_pending, max_pending_bytes
@@ -45,7 +45,7 @@ class ReviewFeed:
         self._thread = threading.Thread(target=self._run, name="review-feed", daemon=True)
 
     @classmethod
-    def from_config(cls, config: ServerConfig, metrics: ServerMetrics | None = None) -> ReviewFeed:
+    def from_config(cls, config: GrpcSettings, metrics: GrpcMetrics | None = None) -> ReviewFeed:
         key_file: Path | None = config.review_queue_key_file
         key = key_file.read_text().strip() if key_file else None
         return cls(config.review_queue, key or None, config.review_queue_max_pending,

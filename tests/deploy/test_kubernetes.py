@@ -1,6 +1,6 @@
 """deploy/kustomize: every object of both overlays renders, validates against the Kubernetes schemas
 offline (kubernetes-validate), and says what the server's own settings say: its flags parse with
-ServerConfig, and the probes, ports, grace periods and resources follow from them."""
+GrpcSettings, and the probes, ports, grace periods and resources follow from them."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 
-from server.config import ServerConfig
-from server.core.metrics import ServerMetrics
 from server.grpc.app import SERVICE_NAME
+from server.grpc.metrics import GrpcMetrics
+from server.grpc.settings import GrpcSettings
 from tests.support.kustomize import canonical, kubectl_render, load_objects, render
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is in the dev extra")
@@ -37,11 +37,11 @@ def rendered(overlay: str) -> dict[str, dict]:
     return {"objects": objects, **by_kind}
 
 
-def server_container(overlay: str) -> tuple[dict, dict, ServerConfig]:
+def server_container(overlay: str) -> tuple[dict, dict, GrpcSettings]:
     deployment = rendered(overlay)["Deployment"][0]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e["value"] for e in container.get("env", [])}
-    return deployment, container, ServerConfig.from_args(container["args"], environ=env)
+    return deployment, container, GrpcSettings.from_args(container["args"], environ=env)
 
 
 def cpu_cores(quantity: str) -> float:
@@ -95,7 +95,7 @@ def test_probes_ports_and_secrets_follow_the_server_flags(overlay):
     for path in (config.tls_cert, config.tls_key, config.api_keys_file):
         assert secrets[mounts[str(path.parent)]] in ("wildscreen-tls", "wildscreen-api-keys")
     for dockerfile in ("Dockerfile", "Dockerfile.cuda"):  # the weights the image carries are the ones served
-        assert f"COPY weights/ {config.weights_dir}/" in (DEPLOY / "docker" / dockerfile).read_text()
+        assert f"COPY weights/ {config.core.weights_dir}/" in (DEPLOY / "docker" / dockerfile).read_text()
 
 
 @pytest.mark.parametrize("overlay", sorted(OVERLAYS))
@@ -115,14 +115,14 @@ def test_resources_fit_the_server_threads_and_the_device(overlay):
     resources = container["resources"]
     for kind in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(resources[kind])
-    assert config.model_threads * config.workers <= cpu_cores(resources["requests"]["cpu"])
-    assert config.decode_threads <= cpu_cores(resources["requests"]["cpu"])
+    assert config.core.model_threads * config.workers <= cpu_cores(resources["requests"]["cpu"])
+    assert config.core.decode_threads <= cpu_cores(resources["requests"]["cpu"])
     pod = deployment["spec"]["template"]["spec"]
     if overlay == "gpu":
-        assert config.device == "cuda" and resources["limits"]["nvidia.com/gpu"] == "1"
+        assert config.core.device == "cuda" and resources["limits"]["nvidia.com/gpu"] == "1"
         assert pod["nodeSelector"] and any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
     else:
-        assert config.device in ("auto", "cpu") and "nvidia.com/gpu" not in resources["limits"]
+        assert config.core.device in ("auto", "cpu") and "nvidia.com/gpu" not in resources["limits"]
         assert "tolerations" not in pod
 
 
@@ -150,7 +150,7 @@ def test_services_budget_and_autoscaler_select_the_pods(overlay):
 def test_the_queue_depth_autoscaler_asks_for_a_metric_the_server_exports_and_the_adapter_serves():
     (hpa,) = load_objects(MONITORING / "hpa-queue-depth.yaml")
     metric = hpa["spec"]["metrics"][0]["pods"]["metric"]["name"]
-    exported = generate_latest(ServerMetrics().registry).decode()
+    exported = generate_latest(GrpcMetrics().registry).decode()
     assert re.search(rf"^{metric} ", exported, re.M)
     (rule,) = yaml.safe_load((MONITORING / "prometheus-adapter-values.yaml").read_text())["rules"]["custom"]
     assert rule["name"]["as"] == metric and rule["seriesQuery"].startswith(metric + "{")

@@ -2,6 +2,8 @@
 
 import re
 import signal
+import subprocess
+import sys
 import time
 
 import grpc
@@ -9,8 +11,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import psutil
 import pytest
 
-from server.config import ServerConfig
-from server.process import ServerProcess
+from server import settings
+from server.grpc.settings import GrpcSettings
+from tests.support.server_process import ServerProcess
 from tests.support.images import jpeg
 from tests.support.metrics import screened_count
 from tests.support.ports import free_port
@@ -44,6 +47,13 @@ def test_workers_share_the_port_and_the_supervisor_replaces_one_that_dies(untrai
         with grpc.insecure_channel(f"127.0.0.1:{health_port}") as channel:  # both workers share the probes' port too
             check = health_pb2_grpc.HealthStub(channel).Check
             assert check(health_pb2.HealthCheckRequest(), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+        for workers in ("1", "2"):  # only the supervisor's own workers share its ports
+            for port_flag in ("--port", "--health-port"):
+                refused = subprocess.run(
+                    [sys.executable, "-m", "server", "--weights-dir", str(untrained_weights), "--workers", workers,
+                     "--port", str(free_port()), port_flag, str(proc.port if port_flag == "--port" else health_port)],
+                    capture_output=True, text=True, timeout=120)
+                assert refused.returncode == 2 and "in use" in refused.stderr, (workers, port_flag, refused.stderr)
         assert screen_on_fresh_channels(proc.target, 16) == ["OK"] * 16
         per_worker = [screened_count(metrics), screened_count(metrics + 1)]
         assert sum(per_worker) == 16 and min(per_worker) > 0, per_worker
@@ -71,6 +81,7 @@ def test_workers_share_the_port_and_the_supervisor_replaces_one_that_dies(untrai
 
 
 def test_a_configuration_survives_the_trip_through_flags():
-    config = ServerConfig(port=0, max_batch_size=16, insecure=True, metrics_port=9100, workers=3, tls_cert=None)
-    assert ServerConfig.from_args(config.to_args(), environ={}) == config
-    assert ServerConfig.from_args(ServerConfig().to_args(), environ={"WILDSCREEN_INSECURE": "1"}) == ServerConfig()
+    config = settings.build(GrpcSettings, port=0, max_batch_size=16, insecure=True, metrics_port=9100, workers=3,
+                            tls_cert=None, log_format="text")
+    assert GrpcSettings.from_args(config.to_args(), environ={}) == config
+    assert GrpcSettings.from_args(GrpcSettings().to_args(), environ={"WILDSCREEN_INSECURE": "1"}) == GrpcSettings()

@@ -14,7 +14,7 @@ import numpy as np
 
 from server.core.detections import Detections
 from tests.support.images import broken_jpeg, scenes
-from training.export import box_iou
+from training.metrics import box_iou
 
 LOW_FLOOR = 0.001
 """Run both paths down to here: the reference's strongest detections are always above it."""

@@ -8,13 +8,13 @@ from server.core.detections import Detections
 from server.core.policy import ClassPolicy
 from server.core.taxonomy import LABELS
 from tests.support.synthetic import write_negatives, write_yolo_dataset
-from training.calibrate import MIN_REVIEW_THRESHOLD, calibrate_class
-from training.default_v2 import assign_groups, wildscan_group
-from training.evaluate import ScoredImages, hold_out_sources, image_level, source_table
-from training.importers import import_source
+from training.steps.calibrate import MIN_REVIEW_THRESHOLD, calibrate_class
+from training.recipes.default_v2 import assign_groups, wildscan_group
+from training.steps.evaluate import ScoredImages, hold_out_sources, image_level, source_table
+from training.formats import import_source
 from training.layout import Dataset
 from training.mapping import ClassMapping
-from training.split import split_dataset
+from training.steps.split import split_dataset
 
 
 @pytest.fixture()

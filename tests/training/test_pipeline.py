@@ -7,7 +7,7 @@ import json
 import pytest
 
 from server.core.manifest import WeightsStore
-from server.process import ServerProcess
+from tests.support.server_process import ServerProcess
 from tests.support.synthetic import write_coco_export, write_negatives, write_voc_export, write_yolo_dataset
 from training.cli import main
 from wildscreen.v1 import screening_pb2 as pb

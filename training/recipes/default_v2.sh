@@ -12,7 +12,7 @@ DATA=$DATASET_DIR/data.yaml
 
 # 1. The dataset: v1's sources (boxed by weights/v1.pt as the proposal detector instead of training
 #    one, which saves a CPU hour), plus products/, reptiles-more/ and wildscan/ with whole sources
-#    held out for calibration and for evaluation (training/default_v2.py), plus 400 composites
+#    held out for calibration and for evaluation (training/recipes/default_v2.py), plus 400 composites
 #    (museum ivory cut out and pasted onto training-split product photos). See data/default/BUILD.md.
 #    ../shared changed since v1 (tiger-video keeps every 8th frame, pangolins resized, miniatures
 #    dropped), so v1's part of this dataset is close to, not identical with, what v1 trained on.

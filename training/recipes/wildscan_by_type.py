@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from server.core.taxonomy import LABELS
-from training.default_v2 import PRODUCT_CLASSES, wildscan_rows
+from training.recipes.default_v2 import PRODUCT_CLASSES, wildscan_rows
 from training.modelfile import candidate_engine, detect_in_files
 
 

@@ -47,8 +47,8 @@ def test_auto_on_cpu_allows_only_exports_that_agree(exports, kinds, note):
 def test_auto_on_cuda_uses_tensorrt_only_when_its_check_passes():
     m = manifest(onnx=AGREED, int8=AGREED)
     assert allowed_backends(m, "auto", "cuda").kinds == ["torch"]
-    assert allowed_backends(m, "auto", "cuda", (True, "agrees")).kinds == ["torch", "tensorrt"]
-    refused = allowed_backends(m, "auto", "cuda", (False, "TensorRT is not installed here"))
+    assert allowed_backends(m, "auto", "cuda", {"tensorrt": (True, "agrees")}).kinds == ["torch", "tensorrt"]
+    refused = allowed_backends(m, "auto", "cuda", {"tensorrt": (False, "TensorRT is not installed here")})
     assert refused.kinds == ["torch"] and refused.notes == ["tensorrt not used: TensorRT is not installed here"]
 
 
@@ -56,8 +56,8 @@ def test_auto_on_cuda_uses_tensorrt_only_when_its_check_passes():
     ("requested", "device", "exports", "error"),
     [
         ("int8", "cpu", {"onnx": AGREED}, "has no int8 export; run `training export --int8` first"),
-        ("int8", "cuda", {"int8": AGREED}, "runs on the CPU only"),
-        ("tensorrt", "cpu", {}, "needs a CUDA device"),
+        ("int8", "cuda", {"int8": AGREED}, "runs on the CPU only; use --device cpu"),
+        ("tensorrt", "cpu", {}, "runs on a CUDA device only"),
         ("fast", "cpu", {}, "is not one of"),
     ],
 )
@@ -106,14 +106,13 @@ def test_the_engine_falls_back_and_says_why(int8_weights):
 
 @pytest.fixture(scope="module")
 def int8_weights(tiny_run, synthetic_dataset, tmp_path_factory):
-    from training.export import export
+    from training.steps.export import export
     from training.layout import Dataset
-    from training.promote import promote
+    from training.steps.promote import promote
 
     dataset = Dataset(synthetic_dataset.parent)
     best = tiny_run / "weights" / "best.pt"
     record = export(best, dataset.read_split("test")[:4], int8_calibration=dataset.read_split("train")[:16])
     weights = tmp_path_factory.mktemp("int8") / "weights"
-    promote(best, weights, version="tiny-int8", onnx=record["onnx"]["file"], onnx_agreement=record["onnx"]["agreement"],
-            int8=record["int8"]["file"], int8_agreement=record["int8"]["agreement"])
+    promote(best, weights, version="tiny-int8", exports={kind: record[kind] for kind in ("onnx", "int8")})
     return weights

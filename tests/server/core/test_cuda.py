@@ -8,7 +8,7 @@ import torch
 from server.core.decoding import ImageDecoder
 from server.core.detections import Detections
 from server.core.manifest import WeightsStore
-from server.process import ServerProcess
+from tests.support.server_process import ServerProcess
 from tests.support.agreement import LOW_FLOOR, check_a_bad_jpeg_fails_alone, finds_again, from_response
 from tests.support.images import as_jpeg, scene, scenes
 from training.modelfile import candidate_engine

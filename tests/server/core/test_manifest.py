@@ -4,7 +4,7 @@ import pytest
 
 from server.core.errors import ModelError
 from server.core.manifest import WeightsStore
-from training.promote import promote
+from training.steps.promote import promote
 
 
 def test_promote_writes_a_version_and_never_overwrites(untrained_weights, tmp_path):

@@ -8,12 +8,12 @@ import pytest
 
 from server.core.engine import InferenceEngine
 from server.core.manifest import WeightsStore
-from server.process import ServerProcess
+from tests.support.server_process import ServerProcess
 from tests.support.agreement import LOW_FLOOR, finds_again, from_response
 from tests.support.images import scenes
-from training.export import export
+from training.steps.export import export
 from training.layout import Dataset
-from training.promote import promote
+from training.steps.promote import promote
 from wildscreen.v1 import screening_pb2 as pb
 from wildscreen.v1 import screening_pb2_grpc as pb_grpc
 
@@ -25,7 +25,7 @@ def weights_with_onnx(tiny_run, synthetic_dataset, tmp_path_factory):
     best = tiny_run / "weights" / "best.pt"
     record = export(best, Dataset(synthetic_dataset.parent).read_split("test")[:8])
     weights = tmp_path_factory.mktemp("onnx") / "weights"
-    promote(best, weights, version="tiny-onnx", onnx=record["onnx"]["file"], onnx_agreement=record["onnx"]["agreement"])
+    promote(best, weights, version="tiny-onnx", exports={"onnx": record["onnx"]})
     return weights
 
 

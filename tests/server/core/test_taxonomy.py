@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from server.config import ServerConfig
+from server.config import CoreSettings
 from server.core import taxonomy
 from server.core.errors import InvalidInput, ModelError
 from server.core.manifest import ModelManifest
@@ -50,7 +50,7 @@ def test_a_manifest_may_name_any_taxonomy_classes_and_only_those(five_classes):
 
 @pytest.mark.parametrize("version", ["v0", "v1"])
 def test_shipped_models_are_served_after_a_fifth_class_is_added(five_classes, version):
-    config = ServerConfig(weights_dir=SHIPPED, model_version=version, device="cpu", backend="torch",
+    config = CoreSettings(weights_dir=SHIPPED, model_version=version, device="cpu", backend="torch",
                           max_batch_size=1, max_queue_size=2, torch_threads=1, decode_workers=1)
 
     async def screen_twice():

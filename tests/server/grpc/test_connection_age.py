@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import time
 
-import grpc
 import pytest
 
-from server.config import ServerConfig
 from server.grpc.app import server_options
-from server.process import ServerProcess
+from server.grpc.settings import GrpcSettings
+from tests.support.server_process import ServerProcess
 from wildscreen.client import Connection
 from wildscreen.v1 import screening_pb2 as pb
 from wildscreen.v1 import screening_pb2_grpc as pb_grpc
@@ -38,8 +37,8 @@ def test_old_connections_are_closed_and_the_client_reconnects_without_a_failed_c
 
 
 def test_connection_age_becomes_grpc_options_with_the_shutdown_grace():
-    assert "grpc.max_connection_age_ms" not in dict(server_options(ServerConfig()))
-    options = dict(server_options(ServerConfig(max_connection_age_s=300, grace_period_s=25)))
+    assert "grpc.max_connection_age_ms" not in dict(server_options(GrpcSettings()))
+    options = dict(server_options(GrpcSettings(max_connection_age_s=300, grace_period_s=25)))
     assert options["grpc.max_connection_age_ms"] == 300_000 and options["grpc.max_connection_age_grace_ms"] == 25_000
     with pytest.raises(ValueError, match="max_connection_age_s"):
-        ServerConfig(max_connection_age_s=-1)
+        GrpcSettings(max_connection_age_s=-1)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from server.core.decoding import ImageDecoder
-from server.process import ServerProcess
+from tests.support.server_process import ServerProcess
 from tests.support.agreement import LOW_FLOOR, finds_again, from_response
 from tests.support.images import as_jpeg, scene
 from wildscreen.v1 import screening_pb2 as pb
@@ -58,7 +58,7 @@ def threshold_server(tiny_run, tmp_path_factory):
     verdict), 'clear' (review and flag halfway between c and 1)."""
     from server.core.taxonomy import TAXONOMY
     from training.modelfile import candidate_engine
-    from training.promote import promote
+    from training.steps.promote import promote
 
     best = tiny_run / "weights" / "best.pt"
     image = as_jpeg(scene(400, 300, 0, (100, 80, 300, 240)))

@@ -7,8 +7,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.config import ServerConfig
-from server.process import ServerProcess
+from server.grpc.settings import GrpcSettings
+from tests.support.server_process import ServerProcess
 from tests.support.certs import make_certs
 from tests.support.ports import free_port
 from wildscreen.client import Connection
@@ -37,4 +37,4 @@ def test_plaintext_health_port_beside_tls_reports_the_same_status_and_serves_not
 
 def test_health_port_must_differ_from_the_service_port():
     with pytest.raises(ValueError, match="health_port"):
-        ServerConfig(port=50051, health_port=50051)
+        GrpcSettings(port=50051, health_port=50051)

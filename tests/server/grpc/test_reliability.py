@@ -19,11 +19,11 @@ from PIL import Image
 
 from bench.load import run_load
 from server.core.manifest import WeightsStore
-from server.process import ServerProcess
+from tests.support.server_process import ServerProcess
 from tests.support.images import jpeg
 from tests.support.ports import free_port
 from training.modelfile import build_untrained
-from training.promote import promote
+from training.steps.promote import promote
 from wildscreen.client import Connection
 from wildscreen.v1 import screening_pb2 as pb
 from wildscreen.v1 import screening_pb2_grpc as pb_grpc

@@ -13,7 +13,7 @@ import urllib.request
 import grpc
 import pytest
 
-from server.process import ServerProcess
+from tests.support.server_process import ServerProcess
 from tests.support.eager import eager_weights
 from tests.support.images import jpeg
 from tests.support.ports import free_port

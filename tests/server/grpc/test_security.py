@@ -6,7 +6,7 @@ import sys
 import grpc
 import pytest
 
-from server.process import REPO, ServerProcess
+from tests.support.server_process import REPO, ServerProcess
 from tests.support.certs import make_certs
 from tests.support.images import jpeg
 from wildscreen.client import Connection

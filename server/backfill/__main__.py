@@ -1,0 +1,3 @@
+from server.backfill.backfill import main
+
+raise SystemExit(main())

@@ -1,3 +1,0 @@
-from server.batch.backfill import main
-
-raise SystemExit(main())

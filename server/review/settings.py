@@ -1,0 +1,39 @@
+"""The review service's settings (`wildscreen-review`), read by the same loader as the server's:
+flag > WILDSCREEN_REVIEW_* variable > default (e.g. --database-url, WILDSCREEN_REVIEW_DATABASE_URL).
+
+Two layers, as the command line has them: `ReviewSettings` (where the queue lives) before the
+command, for every command; `ReviewServeSettings` (address, keys, cookies, logs) after `serve`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from server.logs import LogSettings
+from server.settings import setting
+
+ENV_PREFIX = "WILDSCREEN_REVIEW_"
+
+
+@dataclass(frozen=True)
+class ReviewSettings:
+    data_dir: Path = setting("images, the SQLite file and the signing key", default=Path("review-data"))
+    database_url: str | None = setting("SQLAlchemy URL; default: SQLite in --data-dir", default=None)
+    claim_seconds: float = setting("how long a reviewer holds an item before others may take it", default=600.0)
+
+
+@dataclass(frozen=True)
+class ReviewServeSettings:
+    host: str = setting("address to listen on", default="127.0.0.1")
+    port: int = setting("port to listen on", default=8080)
+    keys: Path | None = setting("keys file of wildscreen-serve; keys with the review role may queue items", default=None)
+    no_loopback: bool = setting("ask loopback callers to log in too (behind a reverse proxy every caller is loopback)",
+                                default=False)
+    secure_cookies: bool = setting("send the session cookie over HTTPS only", default=False)
+    log: LogSettings = field(default_factory=lambda: LogSettings(log_format="text"))
+    """Plain text by default, as people at a terminal run it; --log-format json behind a collector."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is not in 0..65535")
