@@ -17,7 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import server  # noqa: E402,F401  (offline before anything imports Ultralytics)
+from server.offline import stay_offline  # noqa: E402
 from tests.support.review import photos, review_service, screen_line  # noqa: E402
 from tests.support.shared import SHARED  # noqa: E402
 
@@ -46,28 +46,35 @@ def queue(service, photo, request_id: str, listing: str, verdict: str, label: st
 
 
 def decided_history(service, extra: list) -> None:
-    """Earlier decisions by two reviewers on two model versions: something for the stats page."""
-    actions = ["confirm", "confirm", "reject", "confirm", "reject", "confirm", "confirm", "reject", "confirm", "confirm"]
-    for i, (photo, action) in enumerate(zip(extra, actions)):
+    """Earlier decisions by two reviewers on two model versions: something for the stats page,
+    with rejects for their reasons and a flag relabelled to another class."""
+    actions = [("confirm", None), ("confirm", None), ("reject", "not_wildlife"), ("relabel", None), ("reject", "duplicate"),
+               ("confirm", None), ("confirm", None), ("reject", "legal_with_papers"), ("confirm", None), ("relabel", None)]
+    for i, (photo, (action, reason)) in enumerate(zip(extra, actions)):
         flag = i % 3 != 2
         queue(service, photo, f"upload-{100 + i}", f"listing-{20 + i // 2}", "VERDICT_FLAG" if flag else "VERDICT_REVIEW",
               "live_reptile", 0.9 - 0.02 * i if flag else 0.45, version="v1" if i < 5 else "v2")
         reviewer = ("anna", "ben")[i % 2]
         item = service.store.next_for(reviewer)
-        service.store.decide(item.id, reviewer, action, note="")
+        boxes = None
+        if action == "relabel":  # the model's live_reptile was a pangolin
+            action, boxes = "fix", [{"label": "pangolin_scales", **dict(zip(("x_min", "y_min", "x_max", "y_max"), photo.boxes[0]))}]
+        service.store.decide(item.id, reviewer, action, boxes, note="", reason=reason)
 
 
 def main() -> int:
+    stay_offline()
     if not Path(CHROMIUM).exists():
         print("no chromium: apt-get install -y chromium", file=sys.stderr)
         return 2
     from playwright.sync_api import expect, sync_playwright
 
-    first, second, *extra = photos(12, SHARED)
+    first, second, sibling, *extra = photos(13, SHARED)
     with tempfile.TemporaryDirectory() as tmp, review_service(Path(tmp) / "review") as service:
         decided_history(service, extra)
         w, h = second.width, second.height
         queue(service, first, "upload-7731", "listing-4410", "VERDICT_FLAG", "live_reptile", 0.93)
+        queue(service, sibling, "upload-7730", "listing-4410", "VERDICT_REVIEW", "live_reptile", 0.38)
         queue(service, second, "upload-7732", "listing-4411", "VERDICT_REVIEW", "live_reptile", 0.55,
               weak=(("tiger_parts", 0.12, (w * 0.05, h * 0.05, w * 0.3, h * 0.3)),))
         with sync_playwright() as p:
@@ -75,12 +82,21 @@ def main() -> int:
             page = browser.new_page(viewport=VIEWPORT)
             page.goto(service.url)
             expect(page.locator("#verdict")).to_have_text("FLAG")
+            expect(page.locator("#listing-items img")).to_have_count(1)
+            page.wait_for_function("[...document.querySelectorAll('#listing-items img, #photo')].every((i) => i.complete)")
             sizes = {"review-queue.png": save_small(page.screenshot(), OUT / "review-queue.png")}
             page.keyboard.press("c")  # confirm: on to the REVIEW item
             expect(page.locator("#verdict")).to_have_text("REVIEW")
+            expect(page.locator("#position")).to_have_text("item 1 of 2")
             page.keyboard.press("w")  # the weaker box too, faded
             page.keyboard.press("j")  # select a box: its handles show
+            page.keyboard.press("r")  # reject: the reasons to choose from
+            expect(page.locator("#reasons")).to_be_visible()
+            page.set_viewport_size({"width": VIEWPORT["width"], "height": 880})
             sizes["review-weaker.png"] = save_small(page.screenshot(), OUT / "review-weaker.png")
+            page.set_viewport_size(VIEWPORT)
+            page.goto(f"{service.url}/list?state=all")
+            sizes["review-list.png"] = save_small(page.screenshot(), OUT / "review-list.png")
             page.goto(f"{service.url}/stats")
             sizes["review-stats.png"] = save_small(page.screenshot(full_page=True), OUT / "review-stats.png")
             browser.close()

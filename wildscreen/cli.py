@@ -14,13 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue as queue_module
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import grpc
 
-from wildscreen.client import LOAD_BALANCING_POLICIES, Connection, image_files
+from wildscreen.client import LOAD_BALANCING_POLICIES, Connection
+from wildscreen.inputs import find_images, request_id_of
 from wildscreen.queue import NEEDS_A_PERSON, ReviewQueue, as_dict, result_line, summary_line
 from wildscreen.v1 import screening_pb2 as pb
 from wildscreen.v1 import screening_pb2_grpc as pb_grpc
@@ -41,64 +43,111 @@ def _connection(args: argparse.Namespace) -> Connection:
     )
 
 
+class Tally:
+    """What a run did, for the closing line of --summary and the exit code."""
+
+    def __init__(self) -> None:
+        self.verdicts: dict[str, int] = {}
+        self.errors = 0
+
+    def add(self, line: dict) -> None:
+        if "error" in line:
+            self.errors += 1
+        else:
+            verdict = str(line.get("verdict", "")).removeprefix("VERDICT_")
+            self.verdicts[verdict] = self.verdicts.get(verdict, 0) + 1
+
+    def closing_line(self, skipped: int) -> str:
+        counts = ", ".join(f"{self.verdicts[v]} {v}" for v in ("FLAG", "REVIEW", "CLEAR") if v in self.verdicts)
+        screened = sum(self.verdicts.values())
+        return (f"{screened + self.errors} images: {counts or 'none screened'}; {self.errors} errors; "
+                f"{skipped} files skipped (not images by their suffix)")
+
+
+def rpc_error(exc: grpc.RpcError, server: str) -> str:
+    text = f"wildscreen: {exc.code().name}: {exc.details()}"
+    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+        text += f"\n  is a server listening at {server}? `make serve` starts one; --server (or WILDSCREEN_SERVER) names another"
+    return text
+
+
 def cmd_screen(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    files = list(image_files(args.paths))
-    if not files:
+    inputs = find_images(args.paths)
+    if inputs.skipped:
+        print(f"wildscreen: skipped {len(inputs.skipped)} files that are not images by their suffix "
+              f"(e.g. {inputs.skipped[0]})", file=sys.stderr)
+    if not inputs.files:
         print("wildscreen: no image files found", file=sys.stderr)
         return 2
-    if args.overlays:
-        args.overlays.mkdir(parents=True, exist_ok=True)
     overlay = _OVERLAY[args.overlay_format] if args.overlays else pb.OVERLAY_FORMAT_NONE
-    failures = 0
+    overlay_suffix = "jpg" if args.overlay_format == "jpeg" else "png"
     queue = ReviewQueue(args.queue, args.queue_key) if args.queue else None
+    tally = Tally()
+    sent: dict[str, Path] = {}
+    unreadable: queue_module.SimpleQueue[dict] = queue_module.SimpleQueue()
+
+    def emit(line: dict) -> None:
+        tally.add(line)
+        print(summary_line(line) if args.summary else json.dumps(line), flush=True)
+        bar.update(1)
 
     def requests() -> Iterator[pb.ScreenRequest]:
-        for i, path in enumerate(files):
+        for path in inputs.files:
             try:
                 data = path.read_bytes()
-            except OSError as exc:
-                print(f"wildscreen: cannot read {path}: {exc}", file=sys.stderr)
-                data = b""
+            except OSError as exc:  # a local problem: no request, a line of its own
+                unreadable.put({"path": str(path), "error": {"message": f"cannot read the file: {exc.strerror or exc}",
+                                                             "local": True}})
+                continue
+            request_id = request_id_of(path, data)
+            sent[request_id] = path
             yield pb.ScreenRequest(
-                request_id=str(i), image=data, min_confidence=args.min_confidence, classes=args.classes or [],
+                request_id=request_id, image=data, min_confidence=args.min_confidence, classes=args.classes or [],
                 overlay=overlay, max_detections=args.max_detections, overlay_weaker=args.overlay_weaker,
             )
 
+    def drain_unreadable() -> None:
+        while not unreadable.empty():
+            emit(unreadable.get())
+
     connection = _connection(args)
+    bar = tqdm(total=len(inputs.files), unit="img", disable=len(inputs.files) < 2 or not sys.stderr.isatty(), file=sys.stderr)
     with connection.channel() as channel:
         stub = pb_grpc.ScreeningStub(channel)
         responses = stub.ScreenStream(requests(), metadata=connection.metadata(), timeout=args.timeout)
-        bar = tqdm(total=len(files), unit="img", disable=len(files) < 2 or not sys.stderr.isatty(), file=sys.stderr)
         try:
             for response in responses:
-                path = files[int(response.request_id)]
+                drain_unreadable()
+                path = sent[response.request_id]
+                if response.HasField("error"):
+                    emit({"path": str(path), "request_id": response.request_id, "error": as_dict(response.error)})
+                    continue
                 line = {"path": str(path)} | result_line(response)
                 if response.overlay:
-                    target = args.overlays / f"{path.stem}.{'jpg' if args.overlay_format == 'jpeg' else 'png'}"
+                    target = inputs.overlay_path(args.overlays, path, overlay_suffix)
+                    target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(response.overlay)
                     line["overlay_path"] = str(target)
-                if response.HasField("error"):
-                    failures += 1
-                    line = {"path": str(path), "request_id": response.request_id, "error": as_dict(response.error)}
-                elif queue and line["verdict"] in NEEDS_A_PERSON:
-                    try:
-                        # The path is the request id: the same file queued twice is one item.
-                        line["queued"] = queue.submit(path, line | {"request_id": str(path)}, path.parent.name)
+                if queue and line["verdict"] in NEEDS_A_PERSON:
+                    try:  # the request id (the path) is the item's: the same file queued twice is one item
+                        line["queued"] = queue.submit(path, line, path.parent.name)
                     except RuntimeError as exc:
-                        failures += 1
+                        tally.errors += 1
                         print(f"wildscreen: {exc}", file=sys.stderr)
-                print(summary_line(line) if args.summary else json.dumps(line), flush=True)
-                bar.update(1)
+                emit(line)
+            drain_unreadable()
         except grpc.RpcError as exc:
-            print(f"wildscreen: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            print(rpc_error(exc, args.server), file=sys.stderr)
             return 1
         finally:
             bar.close()
             if queue:
                 queue.close()
-    return 1 if failures else 0
+    if args.summary:
+        print(tally.closing_line(len(inputs.skipped)), flush=True)
+    return 1 if tally.errors else 0
 
 
 def _unary(args: argparse.Namespace, rpc: str, request) -> int:
@@ -108,7 +157,7 @@ def _unary(args: argparse.Namespace, rpc: str, request) -> int:
         try:
             answer = getattr(pb_grpc.ScreeningStub(channel), rpc)(request, metadata=connection.metadata(), timeout=args.timeout)
         except grpc.RpcError as exc:
-            print(f"wildscreen: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            print(rpc_error(exc, args.server), file=sys.stderr)
             return 1
     print(json.dumps(as_dict(answer), indent=2))
     return 0
@@ -140,8 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     screen = with_connection(sub.add_parser("screen", help="screen image files or folders; one JSON line per image"))
-    screen.add_argument("paths", nargs="+", type=Path)
-    screen.add_argument("--overlays", type=Path, help="write reviewer overlays into this folder")
+    screen.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                        help="image files, and folders whose images (by suffix, recursively) are screened")
+    screen.add_argument("--overlays", type=Path, metavar="FOLDER",
+                        help="write reviewer overlays here, mirroring the input folders' tree")
     screen.add_argument("--overlay-format", choices=sorted(_OVERLAY), default="jpeg")
     screen.add_argument("--overlay-weaker", action="store_true",
                         help="overlays also show, faded, boxes below their class's review threshold")

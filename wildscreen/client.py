@@ -7,13 +7,11 @@ server the way a platform's client would.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 # Overlays of large photos exceed gRPC's 4 MiB default.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 CHANNEL_OPTIONS = [
@@ -102,12 +100,3 @@ class Connection:
         if credentials is None:
             return grpc.aio.insecure_channel(self.target, options=self._options())
         return grpc.aio.secure_channel(self.target, credentials, options=self._options())
-
-
-def image_files(paths: Iterable[Path]) -> Iterator[Path]:
-    """Files as given, and the image files under folders (sorted, recursively)."""
-    for path in paths:
-        if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            yield path

@@ -23,7 +23,7 @@ from sqlalchemy import Engine, select
 from server.core.errors import InvalidInput, Unauthenticated
 from server.review.database import sessions
 from server.review.schema import Reviewer
-from server.review.store import now
+from server.review.clock import now
 
 LOCAL = "local"
 SESSION_SECONDS = 12 * 3600

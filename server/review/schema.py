@@ -14,6 +14,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 QUEUED, DECIDED = "queued", "decided"
 ACTIONS = ("confirm", "reject", "fix", "skip")
+DECISIONS = ("confirm", "reject", "fix")
+"""The actions that decide an item (and that its reviewer may undo); skip only hands it back."""
+UNDO = "undo"
+REASONS = {"not_wildlife": "not wildlife", "legal_with_papers": "legal or antique, with papers",
+           "duplicate": "duplicate", "other": "other (the note says why)"}
+"""Why a reviewer rejected an item: kept in the export (groups.csv) and in the stats."""
 
 
 class Base(DeclarativeBase):
@@ -26,10 +32,16 @@ class Item(Base):
         UniqueConstraint("image_sha256", "request_id", name="uq_items_image_request"),
         Index("ix_items_claimed_by", "claimed_by"),
         Index("ix_items_decided_at", "decided_at"),
+        Index("uq_items_image_key", "image_key", unique=True),
+        Index("ix_items_listing", "listing_id"),
+        Index("ix_items_model_version", "model_version"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     image_sha256: Mapped[str] = mapped_column(String(64))
+    image_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The image's sha256 on the one item that holds that image (unique): the same photo from the
+    server's feed and from the CLI is one item. NULL on duplicates kept from before migration 0003."""
     image_file: Mapped[str] = mapped_column(String(200))
     """Relative to the data dir's images/: the upright image as the reviewer sees it."""
     source_path: Mapped[str] = mapped_column(Text, default="")
@@ -55,13 +67,18 @@ class Item(Base):
     final_boxes: Mapped[list | None] = mapped_column(JSON, nullable=True)
     decided_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """Why it was rejected, one of REASONS (NULL: not rejected, or rejected through the API without one)."""
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """What the decision says about the model's class (server.review.outcomes), stored for the stats."""
+    relabelled_to: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Decision(Base):
     """The audit log: every action on an item, with what it was before and after."""
 
     __tablename__ = "decisions"
-    __table_args__ = (Index("ix_decisions_item", "item_id"),)
+    __table_args__ = (Index("ix_decisions_item", "item_id"), Index("ix_decisions_reviewer", "reviewer", "id"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))

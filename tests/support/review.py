@@ -13,11 +13,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import uvicorn
+from sqlalchemy import Connection, MetaData, Table
 
 from server.core.keys import KeyStore
 from server.review.accounts import Accounts, load_secret
 from server.review.app import ReviewApp
 from server.review.database import connect, default_url
+from server.review.clock import now
 from server.review.store import ReviewStore
 from tests.support.ports import free_port
 
@@ -112,3 +114,27 @@ def photos(count: int, shared: Path, side: int = 480) -> list[Photo]:
     for seed in range(len(out), count):
         out.append(Photo(listing_image(seed, 320, 240), 320, 240, [(40.0, 30.0, 200.0, 170.0)]))
     return out
+
+
+def insert_old_items(connection: Connection, *changes: dict) -> list[int]:
+    """Items written as an older schema has them (whatever columns it has), one per dict of
+    changes to a queued FLAG item: for stores made by an earlier release, which today's code no
+    longer writes. Returns their ids."""
+    items = Table("items", MetaData(), autoload_with=connection)
+    base = dict(image_sha256="0" * 64, image_file="00/x.jpg", source_path="", width=160, height=120, request_id="old",
+                listing_id="L", verdict="FLAG", priority=3, top_confidence=0.9, top_label="ivory", detections=[],
+                thresholds=[], model_name="wildscreen-yolo", model_version="v1", model_sha256="", arrived_at=now(),
+                state="queued")
+    return [connection.execute(items.insert().values(**(base | c))).inserted_primary_key[0] for c in changes]
+
+
+def head_revision() -> str:
+    """The newest migration: what a store is at once `connect` has upgraded it."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from server.review.database import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config).get_current_head()

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
-from server.process import ServerProcess
+from tests.support.server_process import ServerProcess
 from tests.support.images import jpeg
 from tests.support.metrics import screened_count
 from tests.support.ports import free_port

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from server.process import ServerProcess
+from tests.support.server_process import ServerProcess
 from tests.support.eager import eager_weights
 from tests.support.review import review_service
 
@@ -40,8 +40,9 @@ def test_screen_queues_what_needs_a_person_and_prints_a_summary(eager_server, un
         for _ in range(2):  # screening twice queues each image once
             eager = wildscreen("screen", str(folder), "--server", eager_server.target, "--queue", service.url, "--summary")
             assert eager.returncode == 0, eager.stderr
-        lines = eager.stdout.splitlines()
+        *lines, totals = eager.stdout.splitlines()
         assert len(lines) == 2 and all("REVIEW" in line and "queued #" in line for line in lines), eager.stdout
+        assert totals.startswith("2 images: 2 REVIEW; 0 errors"), totals
         items = service.store.page()
         assert len(items) == 2 and {i.listing_id for i in items} == {"listing-42"}
         assert all(i.model_version == "v0" and i.verdict == "REVIEW" and i.detections for i in items)

@@ -1,248 +1,242 @@
-// The review queue page: one item at a time, boxes drawn over the image in SVG, every action on a key.
-// Item data is put into the page with textContent and SVG attributes only (never innerHTML).
-"use strict";
+// The review queue page: one item at a time (the next in the queue, or /items/ID), the facts a
+// reviewer decides by beside it, and every action on a key. Boxes are drawn by boxes.js.
+// Item data is put into the page with textContent and attributes only (never innerHTML).
+import { BoxEditor } from "./boxes.js";
 
-const SVG = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
-const CLASSES = JSON.parse(document.querySelector("main.queue").dataset.classes);
+const main = document.querySelector("main.queue");
+const CLASSES = JSON.parse(main.dataset.classes);
 const CSRF = document.querySelector('meta[name="csrf-token"]').content;
-const state = { item: null, boxes: [], weak: [], selected: -1, edited: false, showBoxes: true, showWeak: false,
-                zoom: 1, adding: false, skipped: [], busy: false };
+const REASON_KEYS = [...document.querySelectorAll("#reasons button")].map((b) => b.dataset.reason);
+const state = { item: null, edited: false, skipped: [], busy: false, undoable: null, picking: false, other: false };
+const boxes = new BoxEditor($("boxes"), CLASSES, (edited) => { if (edited) state.edited = true; draw(); });
 
-function colourOf(label) { const c = CLASSES.find((k) => k.label === label); return c ? c.colour : "#ff00ff"; }
 function classIdOf(label) { return CLASSES.find((k) => k.label === label).id; }
 
-async function api(path, body) {
-  const response = await fetch(path, { method: "POST", credentials: "same-origin",
-    headers: { "content-type": "application/json", "x-csrf-token": CSRF }, body: JSON.stringify(body || {}) });
+async function call(path, body, method = "POST") {
+  const init = { method, credentials: "same-origin", headers: { "x-csrf-token": CSRF } };
+  if (method === "POST") { init.headers["content-type"] = "application/json"; init.body = JSON.stringify(body || {}); }
+  const response = await fetch(path, init);
   const data = await response.json();
   if (!response.ok) throw new Error(data.error ? data.error.message : response.statusText);
   return data;
 }
 
 function say(text, bad) { const m = $("message"); m.textContent = text; m.className = bad ? "error" : ""; }
+function threshold(v) { return v === null || v === undefined ? "-" : v.toFixed(2); }
+function when(iso) { return iso ? iso.slice(0, 16).replace("T", " ") + " UTC" : ""; }
 
-function showCounts(c) {
-  if (c) $("counts").textContent = `${c.queued_flag} flagged, ${c.queued_review} to review, ${c.decided} decided`;
+function showCounts(c, skipped) {
+  if (!c) return;
+  const mine = skipped ? `, ${skipped} skipped by you` : "";
+  $("counts").textContent = `${c.queued_flag} flagged, ${c.queued_review} to review${mine}, ${c.decided} decided`;
 }
 
-async function loadNext() {
-  const data = await api("/api/next", { skip: state.skipped });
-  showCounts(data.counts);
+function showEmpty(data) {
+  const parts = [];
+  if (data.skipped) parts.push(`${data.skipped} you skipped`);
+  if (data.held_by_others) parts.push(`${data.held_by_others} held by other reviewers`);
+  $("empty-text").textContent = parts.length ? `Nothing for you right now: ${parts.join(", ")}.` : "The queue is empty.";
+  $("unskip").hidden = !data.skipped;
+}
+
+function setUndo(id) {
+  state.undoable = id;
+  $("undo").disabled = !id;
+  $("undo").title = id ? `undo your decision on item ${id} (U)` : "nothing of yours to undo";
+}
+
+function showListing(others) {
+  const list = $("listing-items");
+  list.replaceChildren();
+  for (const o of others) {
+    const a = document.createElement("a");
+    a.href = o.page_url;
+    a.title = `item ${o.id}: ${o.verdict}, ${o.decision || o.state}`;
+    const img = document.createElement("img");
+    img.src = o.image_url; img.alt = `item ${o.id}`; img.loading = "lazy";
+    const caption = document.createElement("span");
+    caption.textContent = `#${o.id} ${o.decision || o.state}`;
+    a.append(img, caption);
+    list.append(a);
+  }
+  $("listing-none").hidden = others.length > 0;
+}
+
+function show(data) {
+  setUndo(data.undoable);
   const item = data.item;
-  state.item = item;
+  state.item = item; state.edited = false; pickReason(false);
   $("empty").hidden = !!item;
   $("stage").hidden = !item;
   $("note").value = "";
-  if (!item) { for (const id of ["verdict", "model", "listing", "request", "item-id"]) $(id).textContent = ""; state.boxes = []; state.weak = []; drawList(); return; }
-  const box = (d) => ({ label: d.label, x_min: d.x_min, y_min: d.y_min, x_max: d.x_max, y_max: d.y_max, confidence: d.confidence });
-  state.boxes = item.detections.filter((d) => d.strong).map(box);
-  state.weak = item.detections.filter((d) => !d.strong).map(box);
-  state.selected = state.boxes.length ? 0 : -1;
-  state.edited = false;
+  for (const id of ["verdict", "position", "model", "listing", "request", "source", "arrived", "item-link", "state"]) $(id).textContent = "";
+  if (!item) { boxes.load(1, 1, [], [], true); showListing([]); drawList(); return; }
+  const box = (d) => ({ label: d.label, x_min: d.x_min, y_min: d.y_min, x_max: d.x_max, y_max: d.y_max, confidence: d.confidence ?? null,
+    review_threshold: d.review_threshold ?? null, flag_threshold: d.flag_threshold ?? null, deciding: !!d.deciding });
+  const decided = item.state === "decided";
+  const mine = item.claimed_by === main.dataset.reviewer;
+  const shown = decided ? (item.final_boxes || []).map(box) : item.detections.filter((d) => d.strong).map(box);
+  boxes.load(item.width, item.height, shown, decided ? [] : item.detections.filter((d) => !d.strong).map(box), decided || !mine);
   $("verdict").textContent = item.verdict;
   $("verdict").className = "verdict " + item.verdict.toLowerCase();
+  $("position").textContent = data.position ? `item ${data.position.n} of ${data.position.of}` : "";
   $("model").textContent = `${item.model.name} ${item.model.version} (${item.model.sha256.slice(0, 12)})`;
   $("listing").textContent = item.listing_id;
   $("request").textContent = item.request_id;
-  $("item-id").textContent = String(item.id);
+  $("source").textContent = item.source_path || "-";
+  $("arrived").textContent = when(item.arrived_at);
+  $("item-link").textContent = `#${item.id}`;
+  $("item-link").href = item.page_url;
+  $("state").textContent = decided ? `${item.decision}${item.reason ? " (" + item.reason.replace(/_/g, " ") + ")" : ""} by ${item.decided_by}`
+    : mine ? "yours to decide" : item.claimed_by ? `held by ${item.claimed_by}` : "waiting";
+  for (const action of ["confirm", "reject", "fix", "skip"]) $(action).disabled = decided || !mine;
+  showListing(data.listing || []);
   const photo = $("photo");
   photo.onload = () => fit();
   photo.src = item.image_url;
-  $("boxes").setAttribute("viewBox", `0 0 ${item.width} ${item.height}`);
   draw();
+}
+
+async function loadNext() {
+  const data = await call("/api/next", { skip: state.skipped });
+  showCounts(data.counts, data.skipped);
+  if (!data.item) showEmpty(data);
+  show(data);
+}
+
+async function openItem(id) {
+  let data = await call(`/api/items/${id}`, null, "GET");
+  if (data.item.state === "queued" && data.item.claimed_by !== main.dataset.reviewer) {
+    try { data = await call(`/api/items/${id}/claim`); } catch (err) { say(err.message, true); }
+  }
+  show(data);
 }
 
 function fit() {
   if (!state.item) return;
   // The whole image in view, enlarged up to 3x where it is small.
   const wrap = $("stage").parentElement;
-  const roomW = wrap.clientWidth - 8, roomH = window.innerHeight - wrap.getBoundingClientRect().top - 60;
-  state.zoom = Math.min(3, roomW / state.item.width, Math.max(roomH, 200) / state.item.height) || 1;
+  const roomW = wrap.clientWidth - 16, roomH = window.innerHeight - wrap.getBoundingClientRect().top - 60;
+  boxes.zoom = Math.min(3, roomW / state.item.width, Math.max(roomH, 200) / state.item.height) || 1;
   applyZoom();
 }
 
 function applyZoom() {
-  const w = Math.round(state.item.width * state.zoom), h = Math.round(state.item.height * state.zoom);
-  for (const el of [$("photo"), $("boxes")]) { el.style.width = w + "px"; el.style.height = h + "px"; }
-  $("stage").style.width = w + "px"; $("stage").style.height = h + "px";
+  const w = Math.round(state.item.width * boxes.zoom), h = Math.round(state.item.height * boxes.zoom);
+  for (const el of [$("photo"), $("boxes"), $("stage")]) { el.style.width = w + "px"; el.style.height = h + "px"; }
   draw();
 }
 
-function svgEl(name, attrs) {
-  const el = document.createElementNS(SVG, name);
-  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
-  return el;
-}
-
-function draw() {
-  const svg = $("boxes");
-  svg.replaceChildren();
-  if (!state.item || !state.showBoxes) { drawList(); return; }
-  const px = 1 / state.zoom;  // one screen pixel in image pixels
-  if (state.showWeak) state.weak.forEach((b, i) => {
-    const g = svgEl("g", { class: "weak", "data-weak": i });
-    g.append(svgEl("rect", { x: b.x_min, y: b.y_min, width: b.x_max - b.x_min, height: b.y_max - b.y_min,
-      stroke: colourOf(b.label), "stroke-width": 1.5 * px, "stroke-dasharray": `${4 * px} ${3 * px}`, fill: "none", opacity: 0.6 }));
-    const t = svgEl("text", { x: b.x_min + 2 * px, y: b.y_max - 3 * px, "font-size": 11 * px, fill: colourOf(b.label), opacity: 0.8 });
-    t.textContent = `${b.label} ${b.confidence.toFixed(2)} (weak)`;
-    g.append(t);
-    g.addEventListener("pointerdown", (e) => { e.stopPropagation(); keepWeak(i); });
-    svg.append(g);
-  });
-  state.boxes.forEach((b, i) => {
-    const g = svgEl("g", { class: i === state.selected ? "box selected" : "box", "data-box": i });
-    const colour = colourOf(b.label);
-    const rect = svgEl("rect", { x: b.x_min, y: b.y_min, width: b.x_max - b.x_min, height: b.y_max - b.y_min, stroke: colour,
-      "stroke-width": (i === state.selected ? 4 : 2.5) * px, fill: colour, "fill-opacity": 0.08, class: "body" });
-    rect.addEventListener("pointerdown", (e) => startDrag(e, i, "move"));
-    g.append(rect);
-    const t = svgEl("text", { x: b.x_min + 3 * px, y: Math.max(b.y_min - 4 * px, 12 * px), "font-size": 13 * px, fill: colour, class: "label" });
-    t.textContent = b.confidence === null ? `${b.label} (added)` : `${b.label} ${b.confidence.toFixed(2)}`;
-    g.append(t);
-    for (const [cx, cy, corner] of [[b.x_min, b.y_min, "nw"], [b.x_max, b.y_min, "ne"], [b.x_min, b.y_max, "sw"], [b.x_max, b.y_max, "se"]]) {
-      const h = svgEl("rect", { x: cx - 5 * px, y: cy - 5 * px, width: 10 * px, height: 10 * px, fill: "#fff", stroke: colour,
-        "stroke-width": 1.5 * px, class: `handle ${corner}`, "data-corner": corner });
-      h.addEventListener("pointerdown", (e) => startDrag(e, i, corner));
-      g.append(h);
-    }
-    svg.append(g);
-  });
-  drawList();
-}
+function draw() { if (state.item) boxes.draw(); drawList(); }
 
 function drawList() {
   const list = $("box-list");
   list.replaceChildren();
-  state.boxes.forEach((b, i) => {
+  boxes.boxes.forEach((b, i) => {
     const li = document.createElement("li");
-    li.className = i === state.selected ? "selected" : "";
+    li.className = i === boxes.selected ? "selected" : "";
     const select = document.createElement("select");
     select.setAttribute("aria-label", "class");
     for (const c of CLASSES) { const o = document.createElement("option"); o.value = c.label; o.textContent = c.label; select.append(o); }
     select.value = b.label;
-    select.addEventListener("change", () => { b.label = select.value; changed(); });
+    select.disabled = boxes.readOnly;
+    select.addEventListener("change", () => { b.label = select.value; state.edited = true; draw(); });
     const conf = document.createElement("span");
     conf.className = "confidence";
     conf.textContent = b.confidence === null ? "added" : b.confidence.toFixed(2);
-    const del = document.createElement("button");
-    del.textContent = "delete"; del.className = "delete";
-    del.addEventListener("click", () => { state.selected = i; deleteSelected(); });
-    li.addEventListener("click", () => { state.selected = i; draw(); });
-    li.append(select, " ", conf, " ", del);
+    const limits = document.createElement("span");
+    limits.className = "thresholds";
+    limits.textContent = b.confidence === null ? "" : `review ${threshold(b.review_threshold)} / flag ${threshold(b.flag_threshold)}`;
+    li.append(select, " ", conf, " ", limits);
+    if (b.deciding) { const d = document.createElement("span"); d.className = "deciding"; d.textContent = "\u2605 made the verdict"; li.append(" ", d); }
+    if (!boxes.readOnly) {
+      const del = document.createElement("button");
+      del.textContent = "delete"; del.className = "delete";
+      del.addEventListener("click", () => { boxes.selected = i; boxes.deleteSelected(); });
+      li.append(" ", del);
+    }
+    li.addEventListener("click", () => { boxes.selected = i; draw(); });
     list.append(li);
   });
   $("edited").hidden = !state.edited;
-  $("weak-note").textContent = state.weak.length
-    ? `${state.weak.length} weaker box(es) below the review threshold: W ${state.showWeak ? "hides" : "shows"} them.` : "";
+  $("weak-note").textContent = boxes.weak.length
+    ? `${boxes.weak.length} weaker box(es) below the review threshold: W ${boxes.showWeak ? "hides" : "shows"} them.` : "";
 }
 
-function changed() { state.edited = true; draw(); }
-
-function toImage(e) {
-  const p = $("boxes").createSVGPoint();
-  p.x = e.clientX; p.y = e.clientY;
-  const q = p.matrixTransform($("boxes").getScreenCTM().inverse());
-  return { x: Math.min(Math.max(q.x, 0), state.item.width), y: Math.min(Math.max(q.y, 0), state.item.height) };
+function pickReason(on) {
+  state.picking = on; state.other = false;
+  $("reasons").hidden = !on;
+  if (on) say("Why reject? Press 1-4 (Esc: back).");
 }
 
-function startDrag(e, index, mode) {
-  if (state.adding) return;
-  e.preventDefault(); e.stopPropagation();
-  state.selected = index;
-  const start = toImage(e), b = state.boxes[index], orig = { ...b };
-  const move = (ev) => {
-    const p = toImage(ev), dx = p.x - start.x, dy = p.y - start.y;
-    if (mode === "move") {
-      const w = orig.x_max - orig.x_min, h = orig.y_max - orig.y_min;
-      b.x_min = Math.min(Math.max(orig.x_min + dx, 0), state.item.width - w); b.x_max = b.x_min + w;
-      b.y_min = Math.min(Math.max(orig.y_min + dy, 0), state.item.height - h); b.y_max = b.y_min + h;
-    } else {
-      if (mode.includes("w")) b.x_min = Math.min(orig.x_min + dx, b.x_max - 2);
-      if (mode.includes("e")) b.x_max = Math.max(orig.x_max + dx, b.x_min + 2);
-      if (mode.includes("n")) b.y_min = Math.min(orig.y_min + dy, b.y_max - 2);
-      if (mode.includes("s")) b.y_max = Math.max(orig.y_max + dy, b.y_min + 2);
-    }
-    state.edited = true; draw();
-  };
-  const up = () => { window.removeEventListener("pointermove", move); window.removeEventListener("pointerup", up); draw(); };
-  window.addEventListener("pointermove", move);
-  window.addEventListener("pointerup", up);
-}
-
-function startAdd(e) {
-  if (!state.adding || !state.item) return;
-  e.preventDefault();
-  const start = toImage(e);
-  const label = state.selected >= 0 ? state.boxes[state.selected].label : CLASSES[0].label;
-  const b = { label, x_min: start.x, y_min: start.y, x_max: start.x, y_max: start.y, confidence: null };
-  state.boxes.push(b); state.selected = state.boxes.length - 1;
-  const move = (ev) => {
-    const p = toImage(ev);
-    b.x_min = Math.min(start.x, p.x); b.x_max = Math.max(start.x, p.x);
-    b.y_min = Math.min(start.y, p.y); b.y_max = Math.max(start.y, p.y);
-    draw();
-  };
-  const up = () => {
-    window.removeEventListener("pointermove", move); window.removeEventListener("pointerup", up);
-    state.adding = false; $("stage").classList.remove("adding");
-    if (b.x_max - b.x_min < 2 || b.y_max - b.y_min < 2) { state.boxes.pop(); state.selected = state.boxes.length - 1; }
-    changed();
-  };
-  window.addEventListener("pointermove", move);
-  window.addEventListener("pointerup", up);
-}
-
-function keepWeak(i) { state.boxes.push(state.weak[i]); state.weak.splice(i, 1); state.selected = state.boxes.length - 1; changed(); }
-
-function deleteSelected() {
-  if (state.selected < 0) return;
-  state.boxes.splice(state.selected, 1);
-  state.selected = Math.min(state.selected, state.boxes.length - 1);
-  changed();
-}
-
-async function act(action) {
-  if (!state.item || state.busy) return;
+async function act(action, reason) {
+  if (!state.item || state.busy || boxes.readOnly) return;
   if (action === "confirm" && state.edited) { say("You changed the boxes: press F to save them as a fix.", true); return; }
+  if (action === "reject" && !reason) { pickReason(true); return; }
+  if (reason === "other" && !$("note").value.trim()) {
+    state.other = true; $("note").focus(); say("Other: write why in the note, then press Enter."); return;
+  }
   state.busy = true;
   const body = { action, note: $("note").value };
-  if (action === "fix") body.boxes = state.boxes.map((b) => ({ label: b.label, class_id: classIdOf(b.label),
+  if (reason) body.reason = reason;
+  if (action === "fix") body.boxes = boxes.boxes.map((b) => ({ label: b.label, class_id: classIdOf(b.label),
     x_min: b.x_min, y_min: b.y_min, x_max: b.x_max, y_max: b.y_max }));
   try {
-    await api(`/api/items/${state.item.id}/decision`, body);
+    await call(`/api/items/${state.item.id}/decision`, body);
     if (action === "skip") state.skipped.push(state.item.id);
-    say(`${action}: item ${state.item.id} done`);
+    say(`${action}${reason ? " (" + reason.replace(/_/g, " ") + ")" : ""}: item ${state.item.id} done${action === "skip" ? "" : " (U undoes it)"}`);
     await loadNext();
   } catch (err) { say(err.message, true); } finally { state.busy = false; }
 }
 
+async function undo() {
+  if (!state.undoable || state.busy) return;
+  state.busy = true;
+  try {
+    const data = await call(`/api/items/${state.undoable}/undo`);
+    showCounts(data.counts, 0);
+    say(`undone: item ${data.item.id} is back with you`);
+    show(data);
+  } catch (err) { say(err.message, true); } finally { state.busy = false; }
+}
+
 function onKey(e) {
-  if (e.target === $("note")) { if (e.key === "Escape") $("note").blur(); return; }
+  if (e.target === $("note")) {
+    if (e.key === "Escape") $("note").blur();
+    if (e.key === "Enter" && state.other && !e.shiftKey) { e.preventDefault(); $("note").blur(); act("reject", "other"); }
+    return;
+  }
   if (e.target.tagName === "SELECT" || e.ctrlKey || e.metaKey || e.altKey) return;
   const k = e.key.toLowerCase();
+  if (state.picking) {
+    e.preventDefault();
+    if (/^[1-9]$/.test(k) && REASON_KEYS[Number(k) - 1]) act("reject", REASON_KEYS[Number(k) - 1]);
+    else if (k === "escape") { pickReason(false); say(""); }
+    return;
+  }
   const keys = {
-    c: () => act("confirm"), r: () => act("reject"), f: () => act("fix"), s: () => act("skip"),
-    n: () => $("note").focus(), b: () => { state.showBoxes = !state.showBoxes; draw(); },
-    w: () => { state.showWeak = !state.showWeak; draw(); },
-    a: () => { state.adding = true; $("stage").classList.add("adding"); say("Drag on the image to draw the new box."); },
-    j: () => { if (state.boxes.length) { state.selected = (state.selected + 1) % state.boxes.length; draw(); } },
-    k: () => { if (state.boxes.length) { state.selected = (state.selected - 1 + state.boxes.length) % state.boxes.length; draw(); } },
-    x: deleteSelected, delete: deleteSelected, backspace: deleteSelected,
-    "+": () => { state.zoom *= 1.25; applyZoom(); }, "=": () => { state.zoom *= 1.25; applyZoom(); },
-    "-": () => { state.zoom /= 1.25; applyZoom(); }, 0: fit,
+    c: () => act("confirm"), r: () => act("reject"), f: () => act("fix"), s: () => act("skip"), u: undo,
+    n: () => $("note").focus(), b: () => { boxes.showBoxes = !boxes.showBoxes; draw(); },
+    w: () => { boxes.showWeak = !boxes.showWeak; draw(); },
+    a: () => { if (boxes.readOnly) return; boxes.adding = true; $("stage").classList.add("adding"); say("Drag on the image to draw the new box."); },
+    j: () => { if (boxes.boxes.length) { boxes.selected = (boxes.selected + 1) % boxes.boxes.length; draw(); } },
+    k: () => { if (boxes.boxes.length) { boxes.selected = (boxes.selected - 1 + boxes.boxes.length) % boxes.boxes.length; draw(); } },
+    x: () => boxes.deleteSelected(), delete: () => boxes.deleteSelected(), backspace: () => boxes.deleteSelected(),
+    "+": () => { boxes.zoom *= 1.25; applyZoom(); }, "=": () => { boxes.zoom *= 1.25; applyZoom(); },
+    "-": () => { boxes.zoom /= 1.25; applyZoom(); }, 0: fit,
   };
-  if (/^[1-9]$/.test(k) && state.selected >= 0 && CLASSES[Number(k) - 1]) {
-    state.boxes[state.selected].label = CLASSES[Number(k) - 1].label; changed(); e.preventDefault(); return;
+  if (/^[1-9]$/.test(k) && boxes.selected >= 0 && !boxes.readOnly && CLASSES[Number(k) - 1]) {
+    boxes.boxes[boxes.selected].label = CLASSES[Number(k) - 1].label; state.edited = true; draw(); e.preventDefault(); return;
   }
   if (keys[k]) { e.preventDefault(); keys[k](); }
 }
 
-document.addEventListener("DOMContentLoaded", () => {
-  $("classes").textContent = CLASSES.map((c, i) => `${i + 1} ${c.label}`).join(", ");
-  for (const action of ["confirm", "reject", "fix", "skip"]) $(action).addEventListener("click", () => act(action));
-  $("boxes").addEventListener("pointerdown", startAdd);
-  document.addEventListener("keydown", onKey);
-  window.addEventListener("resize", fit);
-  loadNext().catch((err) => say(err.message, true));
-});
+$("classes").textContent = CLASSES.map((c, i) => `${i + 1} ${c.label}`).join(", ");
+for (const action of ["confirm", "reject", "fix", "skip"]) $(action).addEventListener("click", () => act(action));
+for (const b of document.querySelectorAll("#reasons button")) b.addEventListener("click", () => act("reject", b.dataset.reason));
+$("undo").addEventListener("click", undo);
+$("unskip").addEventListener("click", () => { state.skipped = []; loadNext().catch((err) => say(err.message, true)); });
+document.addEventListener("keydown", onKey);
+window.addEventListener("resize", fit);
+(main.dataset.itemId ? openItem(main.dataset.itemId) : loadNext()).catch((err) => say(err.message, true));

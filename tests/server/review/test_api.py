@@ -32,12 +32,17 @@ def csrf_of(client: httpx.Client) -> str:
     return re.search(r'name="csrf-token" content="([^"]+)"', client.get("/").text).group(1)
 
 
-def test_the_same_image_and_request_is_one_item(service):
+def test_the_same_image_is_one_item_whoever_sends_it(service):
+    """The server's feed and the CLI's --queue send one photo with different request ids: one item,
+    the first; later submissions answer 200 with its id."""
     first = post_item(service.url, listing_image(1), screen_line("r1"))
     again = post_item(service.url, listing_image(1), screen_line("r1"))
-    other_request = post_item(service.url, listing_image(1), screen_line("r2"))
-    assert (first.status_code, again.status_code, other_request.status_code) == (201, 200, 201)
-    assert first.json()["id"] == again.json()["id"] != other_request.json()["id"]
+    from_the_cli = post_item(service.url, listing_image(1), screen_line("/photos/listing-9/a.jpg"), listing="listing-9")
+    other_image = post_item(service.url, listing_image(2), screen_line("r1"))
+    assert (first.status_code, again.status_code, from_the_cli.status_code, other_image.status_code) == (201, 200, 200, 201)
+    assert first.json()["id"] == again.json()["id"] == from_the_cli.json()["id"] != other_image.json()["id"]
+    assert from_the_cli.json()["created"] is False
+    assert service.store.get(first.json()["id"]).request_id == "r1"  # the first is kept
     assert service.store.counts()["queued_flag"] == 2
 
 
@@ -144,15 +149,24 @@ def test_user_text_is_escaped_in_the_pages(service):
     assert "script-src 'self'" in stats.headers["content-security-policy"]
 
 
-def test_stats_count_confirmed_flags_and_rejected_reviews(service):
-    for i, verdict in enumerate(["VERDICT_FLAG", "VERDICT_FLAG", "VERDICT_REVIEW", "VERDICT_REVIEW"]):
+def test_stats_count_confirmed_flags_relabelled_ones_and_rejected_reviews(service):
+    """A flag fixed to another class is a miss for the model's class, not a confirmed flag."""
+    verdicts = ["VERDICT_FLAG", "VERDICT_FLAG", "VERDICT_FLAG", "VERDICT_FLAG", "VERDICT_REVIEW", "VERDICT_REVIEW"]
+    for i, verdict in enumerate(verdicts):
         post_item(service.url, listing_image(40 + i), screen_line(f"s{i}", verdict=verdict,
                                                                   detections=[("ivory", 0.8 if "FLAG" in verdict else 0.4, (10, 10, 60, 50))]))
-    for action in ("confirm", "reject", "reject", "confirm"):
-        service.store.decide(service.store.next_for("local").id, "local", action)
+    relabelled = [{"label": "pangolin_scales", "x_min": 10, "y_min": 10, "x_max": 60, "y_max": 50}]
+    moved = [{"label": "ivory", "x_min": 20, "y_min": 10, "x_max": 70, "y_max": 60}]
+    for action, boxes, reason in [("confirm", None, None), ("reject", None, "not_wildlife"), ("fix", relabelled, None),
+                                  ("fix", moved, None), ("reject", None, "duplicate"), ("confirm", None, None)]:
+        service.store.decide(service.store.next_for("local").id, "local", action, boxes, reason=reason)
     (row,) = httpx.get(f"{service.url}/api/stats").json()["rows"]
-    assert (row["flags"], row["flags_confirmed"], row["reviews"], row["reviews_rejected"]) == (2, 1, 2, 1)
-    assert row["flag_precision"] == 0.5 and row["model_version"] == "v7"
+    assert (row["flags"], row["flags_confirmed"], row["reviews"], row["reviews_rejected"]) == (4, 2, 2, 1)
+    assert (row["confirmed"], row["moved"], row["relabelled"], row["rejected"]) == (2, 1, 1, 2)
+    assert row["relabelled_to"] == {"pangolin_scales": 1} and row["reasons"] == {"not_wildlife": 1, "duplicate": 1}
+    assert row["flag_precision"] == 0.5 and row["model_version"] == "v7" and row["label"] == "ivory"
+    page = httpx.get(f"{service.url}/stats").text
+    assert "1 to pangolin_scales" in page and "1 not wildlife" in page
 
 
 def test_the_queue_is_flag_first_then_by_confidence(service):

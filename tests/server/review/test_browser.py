@@ -1,5 +1,7 @@
 """End to end in a real browser: Debian's chromium driven by Playwright works through a queue
-with the keyboard and the mouse, and the export is accepted by `training import` and `check`.
+with the keyboard and the mouse (labels that never overlap, a corner on the image's edge resized,
+a skip, a reject with its reason, an undo), opens the list view and an item by its URL, and the
+export is accepted by `training import` and `check`.
 
 Skipped with the reason where chromium or Playwright is absent (CI installs chromium)."""
 
@@ -41,13 +43,22 @@ def browser():
 
 
 def queue(service, photo, request_id: str, listing: str, verdict: str, label: str, confidence: float,
-          weak: tuple = ()) -> int:
-    dets = [(label, confidence, box) for box in photo.boxes[:1]] + list(weak)
+          weak: tuple = (), box: tuple | None = None) -> int:
+    dets = [(label, confidence, box or photo.boxes[0])] + list(weak)
     line = screen_line(request_id, verdict, photo.width, photo.height, dets)
     answer = httpx.post(f"{service.url}/api/items", files={"image": ("p.jpg", photo.jpeg)},
                         data={"result": json.dumps(line), "listing_id": listing}, headers={"x-requested-by": "wildscreen"})
     assert answer.status_code == 201, answer.text
     return answer.json()["id"]
+
+
+def label_boxes(page) -> list[dict]:
+    return [page.locator("rect.label-bg").nth(i).bounding_box() for i in range(page.locator("rect.label-bg").count())]
+
+
+def apart(a: dict, b: dict) -> bool:
+    return a["x"] + a["width"] <= b["x"] + 0.5 or b["x"] + b["width"] <= a["x"] + 0.5 or \
+        a["y"] + a["height"] <= b["y"] + 0.5 or b["y"] + b["height"] <= a["y"] + 0.5
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -57,11 +68,12 @@ def run(*args: str) -> subprocess.CompletedProcess:
 def test_a_reviewer_works_through_the_queue_and_the_export_trains(browser, tmp_path):
     a, b, c = photos(3, SHARED)
     with review_service(tmp_path / "review") as service:
-        w, h = b.width, b.height
-        weak = (("tiger_parts", 0.12, (w * 0.05, h * 0.05, w * 0.25, h * 0.25)),)
+        x1, y1, x2, y2 = b.boxes[0]
+        weak = (("tiger_parts", 0.12, (x1 + 2, y1 + 2, x2 - 2, y2 - 2)),)  # its label wants the same spot
         second = queue(service, b, XSS, "listing-1", "VERDICT_REVIEW", "live_reptile", 0.55, weak)
         first = queue(service, a, "req-a", "listing-1", "VERDICT_FLAG", "live_reptile", 0.93)
-        third = queue(service, c, "req-c", "listing-2", "VERDICT_REVIEW", "live_reptile", 0.41)
+        third = queue(service, c, "req-c", "listing-2", "VERDICT_REVIEW", "live_reptile", 0.41,
+                      box=(c.width * 0.5, c.height * 0.5, c.width, c.height))  # touches the bottom-right edge
 
         page = browser.new_page(viewport={"width": 1280, "height": 800})
         dialogs = []
@@ -71,21 +83,30 @@ def test_a_reviewer_works_through_the_queue_and_the_export_trains(browser, tmp_p
         assert page.locator("#shortcuts").inner_text().count("\n") >= 10  # every action has its key on the page
 
         # FLAG first: confirm with the keyboard.
-        expect(page.locator("#item-id")).to_have_text(str(first))
+        expect(page.locator("#item-link")).to_have_text(f"#{first}")
+        expect(page.locator("#position")).to_have_text("item 1 of 3")
+        assert page.locator("#listing-items a").count() == 1  # the listing's other photo, beside it
+        assert "made the verdict" in page.locator("#box-list").inner_text()
+        assert "review 0.30 / flag 0.70" in page.locator("#box-list").inner_text()
         page.keyboard.press("c")
 
         # Then REVIEW by confidence: the item whose request id is markup, shown as text.
-        expect(page.locator("#item-id")).to_have_text(str(second))
+        expect(page.locator("#item-link")).to_have_text(f"#{second}")
+        expect(page.locator("#position")).to_have_text("item 1 of 2")
         assert page.locator("#request").inner_text() == XSS
         assert page.locator("#request img").count() == 0
         assert page.locator("g.weak").count() == 0  # weaker boxes only on request
         page.keyboard.press("w")
         assert page.locator("g.weak").count() == 1
+        labels, image = label_boxes(page), page.locator("#boxes").bounding_box()
+        assert len(labels) == 2 and apart(*labels), labels  # two boxes in one place, two labels apart
+        assert all(image["x"] - 0.5 <= r["x"] and r["x"] + r["width"] <= image["x"] + image["width"] + 0.5 and
+                   image["y"] - 0.5 <= r["y"] and r["y"] + r["height"] <= image["y"] + image["height"] + 0.5 for r in labels)
         if os.environ.get("WILDSCREEN_SCREENSHOT"):
             page.screenshot(path=os.environ["WILDSCREEN_SCREENSHOT"])
         page.keyboard.press("w")
         # Fix with the mouse: drag the box's bottom-right corner out, then the box itself.
-        corner = page.locator("g.box rect.handle.se").first
+        corner = page.locator("rect.handle.se").first
         corner.wait_for(state="visible")  # drawn once the photo has loaded and the boxes are laid over it
         handle = corner.bounding_box()
         x, y = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
@@ -100,11 +121,56 @@ def test_a_reviewer_works_through_the_queue_and_the_export_trains(browser, tmp_p
         page.keyboard.press("Escape")
         page.keyboard.press("f")
 
-        # Then reject the last one: a false alarm, a hard negative.
-        expect(page.locator("#item-id")).to_have_text(str(third))
+        # The last one's box touches the image's edge: its corner there still resizes it.
+        expect(page.locator("#item-link")).to_have_text(f"#{third}")
+        body = page.locator("rect.body").first
+        width_before = float(body.get_attribute("width"))
+        corner = page.locator("rect.handle.se").first
+        corner.wait_for(state="visible")
+        handle = corner.bounding_box()
+        x, y = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
+        page.mouse.move(x, y)
+        page.mouse.down()
+        page.mouse.move(x - 50, y - 40, steps=5)
+        page.mouse.up()
+        assert float(page.locator("rect.body").first.get_attribute("width")) < width_before - 10
+        assert page.locator("#edited").is_visible()
+
+        # A skip: the header and the page agree on why nothing is left.
+        page.keyboard.press("s")
+        expect(page.locator("#empty-text")).to_have_text("Nothing for you right now: 1 you skipped.")
+        expect(page.locator("#counts")).to_contain_text("0 flagged, 1 to review, 1 skipped by you, 2 decided")
+        page.locator("#unskip").click()
+        expect(page.locator("#item-link")).to_have_text(f"#{third}")
+
+        # Reject it with a reason, undo that, reject it again for another reason.
+        expect(page.locator("#reasons")).to_be_hidden()
         page.keyboard.press("r")
+        expect(page.locator("#reasons")).to_be_visible()
+        page.keyboard.press("1")  # not wildlife
+        page.wait_for_selector("#empty:not([hidden])")
+        expect(page.locator("#empty-text")).to_have_text("The queue is empty.")
+        assert service.store.get(third).reason == "not_wildlife"
+        page.keyboard.press("u")
+        expect(page.locator("#item-link")).to_have_text(f"#{third}")
+        expect(page.locator("#state")).to_have_text("yours to decide")
+        page.keyboard.press("r")
+        page.keyboard.press("3")  # duplicate
         page.wait_for_selector("#empty:not([hidden])")
         assert dialogs == []
+        assert [h["action"] for h in service.store.history(third)] == ["skip", "reject", "undo", "reject"]
+
+        # The list view: every decided item, filtered, each a link to its own page.
+        page.goto(f"{service.url}/list?state=decided")
+        assert page.locator("#items tbody tr").count() == 3
+        page.select_option("select[name=verdict]", "REVIEW")
+        page.locator(".filters button").click()
+        expect(page.locator("#items tbody tr")).to_have_count(2)
+        assert "duplicate" in page.locator(f"tr[data-item='{third}']").inner_text()
+        page.locator(f"a[href='/items/{second}']").click()
+        expect(page.locator("#item-link")).to_have_text(f"#{second}")
+        expect(page.locator("#state")).to_have_text("fix by local")
+        assert page.locator("#confirm").is_disabled()  # decided: shown, not decided again
 
         fixed = service.store.get(second)
         assert fixed.decision == "fix" and [box["label"] for box in fixed.final_boxes] == ["pangolin_scales"]
@@ -114,6 +180,7 @@ def test_a_reviewer_works_through_the_queue_and_the_export_trains(browser, tmp_p
         assert (after["x_min"], after["y_min"]) == pytest.approx((before["x_min"], before["y_min"]))
         assert service.store.history(second)[-1]["note"] == "smaller than the model thought"
         assert [service.store.get(i).decision for i in (first, third)] == ["confirm", "reject"]
+        assert service.store.get(third).reason == "duplicate"
 
         out = tmp_path / "export"
         exported = run("server.review.main", "--data-dir", str(service.data_dir), "export", str(out))
@@ -125,6 +192,8 @@ def test_a_reviewer_works_through_the_queue_and_the_export_trains(browser, tmp_p
     assert [line.split()[0] for line in by_item[second][1]] == ["1"]  # fixed to pangolin_scales
     assert by_item[third][1] == []  # rejected: background
     assert by_item[first][0] == by_item[second][0] != by_item[third][0]  # one folder per listing
+    reasons = {row.split(",")[2]: row.split(",")[-1] for row in (out / "groups.csv").read_text().splitlines()[1:]}
+    assert reasons == {str(first): "", str(second): "", str(third): "duplicate"}
 
     dataset = tmp_path / "dataset"
     imported = run("training", "import", "yolo", str(out), "--dataset", str(dataset), "--source", "review", "--group", "folder")

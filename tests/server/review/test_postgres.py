@@ -10,19 +10,9 @@ import httpx
 import pytest
 
 from server.review.export import export_dataset
-from tests.support.postgres import throwaway_cluster, why_not
 from tests.support.review import listing_image, review_service, screen_line
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    reason = why_not()
-    if reason:
-        pytest.skip(reason)
-    with throwaway_cluster() as url:
-        yield url
 
 
 def test_the_queue_works_the_same_on_postgresql(postgres_url, tmp_path):
