@@ -1,10 +1,16 @@
-"""One image's answer from its raw detections: the classes screened, the verdict, what is listed.
+"""One image's answer from its raw detections and image-level scores: the classes screened, the
+verdict, what is listed.
 
-The server (`server.core.screening`) and the batch backfill (`server.batch`) both decide with
+The server (`server.core.screening`) and the batch backfill (`server.backfill`) both decide with
 `DecisionRule`, so a backfill row says what the server would have answered for the same image.
 The verdict itself is `server.core.policy`'s rule; this adds the floors around it: the model's
 NMS keeps every detection that could reach a review threshold, the listing keeps those above the
 caller's (or the model's default) minimum confidence.
+
+With an image-level head (model v3 and later) the verdict is the stronger of the detector's and
+the head's, each under its own calibrated thresholds: image-level evidence alone reaches REVIEW,
+and FLAG needs the detector or a head class whose calibrated precision supports a flag threshold
+(a class without one never flags from the head alone).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from server.core.detections import Detections
+from server.core.imagehead import ImageScores, head_verdict
 from server.core.manifest import ModelManifest
 from server.core.policy import ClassPolicy, Verdict, decide, verdicts_for
 
@@ -26,7 +33,13 @@ class Decision:
     detection_verdicts: np.ndarray
     """`Verdict` numbers, one per listed detection."""
     deciding_class: int | None
-    """The class of the strongest detection behind a REVIEW or FLAG; None for CLEAR."""
+    """The class behind a REVIEW or FLAG (of the strongest detection, or the head's); None for CLEAR."""
+    image_scores: ImageScores | None = None
+    """The head's scores, of the screened classes only; None for a detector-only model."""
+    image_verdicts: np.ndarray | None = None
+    """`Verdict` numbers, one per entry of `image_scores`."""
+    decided_by: str = ""
+    """"detector" or "image-level head" for REVIEW and FLAG (the detector when both agree); "" for CLEAR."""
 
 
 @dataclass(frozen=True)
@@ -37,24 +50,48 @@ class DecisionRule:
     class_ids: frozenset[int] | None
     listed_min: float
     max_detections: int
+    head_policies: dict[int, ClassPolicy] | None = None
+    """The image-level head's thresholds (None: no head)."""
 
     @classmethod
     def of(cls, manifest: ModelManifest, class_ids: frozenset[int] | None, min_confidence: float,
            max_detections: int) -> DecisionRule:
         """`min_confidence` 0 means the model's default."""
         screened = tuple(p for p in manifest.classes if class_ids is None or p.id in class_ids)
-        return cls(manifest.policies, screened, class_ids, min_confidence or manifest.default_min_confidence, max_detections)
+        head = manifest.head_spec
+        return cls(manifest.policies, screened, class_ids, min_confidence or manifest.default_min_confidence, max_detections,
+                   head.policies if head else None)
+
+    @property
+    def screened_by_head(self) -> tuple[ClassPolicy, ...]:
+        """The head's thresholds of the screened classes (empty without a head)."""
+        if self.head_policies is None:
+            return ()
+        return tuple(p for p in self.head_policies.values() if self.class_ids is None or p.id in self.class_ids)
 
     @property
     def nms_confidence(self) -> float:
         """The engine's confidence floor: low enough for the listing and for every review threshold."""
         return min([self.listed_min] + [p.review_threshold for p in self.screened])
 
-    def decide(self, raw: Detections) -> Decision:
+    def decide(self, raw: Detections, image_scores: ImageScores | None = None) -> Decision:
         candidates = raw.of_classes(self.class_ids)
         candidate_verdicts = verdicts_for(self.policies, candidates.class_id, candidates.confidence)
         verdict = decide(candidate_verdicts)
         deciding = next((int(c) for c, v in zip(candidates.class_id, candidate_verdicts) if v == verdict), None)
+        decided_by = "detector"
         listed = candidates.above(self.listed_min)[: self.max_detections]
+        scores, score_verdicts = None, None
+        if image_scores is not None and self.head_policies is not None:
+            head, head_class = head_verdict(image_scores, self.head_policies, self.class_ids)
+            if head > verdict:
+                verdict, deciding, decided_by = head, head_class, "image-level head"
+            keep = np.array([self.class_ids is None or int(c) in self.class_ids for c in image_scores.class_ids], bool)
+            wanted = set(int(c) for c in image_scores.class_ids[keep])
+            scores = ImageScores(image_scores.class_ids[keep], image_scores.scores[keep],
+                                 {c: b for c, b in image_scores.heat_boxes.items() if c in wanted},
+                                 {c: m for c, m in image_scores.heat_maps.items() if c in wanted})
+            score_verdicts = scores.verdicts(self.head_policies)
+        cleared = verdict == Verdict.CLEAR
         return Decision(verdict, listed, verdicts_for(self.policies, listed.class_id, listed.confidence),
-                        deciding if verdict != Verdict.CLEAR else None)
+                        None if cleared else deciding, scores, score_verdicts, "" if cleared else decided_by)

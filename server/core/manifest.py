@@ -7,6 +7,10 @@
       v1.int8.onnx    optional int8 export (ONNX Runtime static QDQ), the same, plus its AP50 drop
       v1.md           the model card
 
+A version's `exports` are keyed, and their files named, by `server.core.registry`'s export
+formats ("onnx" -> v1.onnx, "int8" -> v1.int8.onnx); a second model of a version would add its
+own ("head/onnx" -> v3-head.onnx) beside the detector's.
+
 `training promote` writes versions, `training export --into` adds an export to one (never
 replacing a file or an entry); the server only reads. A version, once written, is never
 overwritten, so a response's `model.version` and `model.sha256` always name one exact file.
@@ -25,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from server.core.errors import ModelError
+from server.core.imagehead import HeadSpec
 from server.core.policy import ClassPolicy
+from server.core.registry import DETECTOR, EXPORT_FORMATS, ExportFormat
 from server.core.taxonomy import by_id
 
 SCHEMA_VERSION = 1
@@ -82,6 +88,13 @@ class ModelManifest:
     metrics: dict[str, Any] = field(default_factory=dict)
     exports: dict[str, ExportedFile] = field(default_factory=dict)
     notes: str = ""
+    head: dict[str, Any] | None = None
+    """The image-level head served beside the detector (`server.core.imagehead`), or None: a version
+    is a detector, or a detector plus a head, each file with its sha256 and thresholds."""
+    limitations: dict[str, str] = field(default_factory=dict)
+    """Class label -> what the card says this model misses, e.g. "finds few tiger products (2 of 7
+    unseen photos)": written on the overlay of a CLEAR answer, so a reviewer does not read CLEAR as
+    "no tiger products here". From `training promote --limitation LABEL=TEXT`."""
 
     def __post_init__(self) -> None:
         # The model's own classes, in the order of its outputs: any taxonomy classes, each once.
@@ -97,10 +110,20 @@ class ModelManifest:
                 raise ModelError(f"model {self.version}: class {c.id} is {known!r} in the taxonomy, not {c.label!r}")
         if not 0.0 < self.default_min_confidence <= 1.0:
             raise ModelError(f"model {self.version}: default_min_confidence must be in (0, 1]")
+        if self.head is not None:
+            self.head_spec.check_against(self.classes, self.version)
+        unknown = sorted(set(self.limitations) - {c.label for c in self.classes})
+        if unknown or not all(isinstance(t, str) and t for t in self.limitations.values()):
+            raise ModelError(f"model {self.version}: limitations must map its own class labels to text "
+                             f"(unknown: {', '.join(unknown) or 'none'})")
 
     @property
     def policies(self) -> dict[int, ClassPolicy]:
         return {c.id: c for c in self.classes}
+
+    @property
+    def head_spec(self) -> HeadSpec | None:
+        return None if self.head is None else HeadSpec.from_dict(self.head, self.version)
 
     @property
     def labels(self) -> dict[str, int]:
@@ -197,22 +220,25 @@ class WeightsStore:
             index["current"] = manifest.version
         self._write_index(index)
 
-    def add_export(self, version: str, kind: str, source: Path, agreement: dict[str, Any], name: str | None = None) -> ExportedFile:
-        """Copy `source` in beside `version`'s model as its `kind` export; refuses to replace a
-        file or an existing entry (the version's model file is untouched)."""
+    def add_export(self, version: str, kind: str, source: Path, agreement: dict[str, Any], model: str = DETECTOR) -> ExportedFile:
+        """Copy `source` in beside `version`'s model as `model`'s export of format `kind` (a key of
+        the registry's EXPORT_FORMATS); refuses to replace a file or an existing entry (the
+        version's model file is untouched)."""
         index = self._read_index()
         if version not in index["versions"]:
             raise ModelError(f"no model version {version!r} in {self.root}")
         entry = index["versions"][version]
-        if kind in entry.get("exports", {}):
-            raise ModelError(f"version {version!r} already has a {kind!r} export; exports are never replaced")
-        name = name or export_name(version, kind)
+        fmt = export_format(kind)
+        key = fmt.manifest_key(model)
+        if key in entry.get("exports", {}):
+            raise ModelError(f"version {version!r} already has a {key!r} export; exports are never replaced")
+        name = fmt.file_name(version, model)
         target = self.path_of(name)
         if target.exists():
             raise ModelError(f"refusing to overwrite {target}")
         shutil.copyfile(source, target)
         exported = ExportedFile(name, sha256_of(target), agreement)
-        entry.setdefault("exports", {})[kind] = dataclasses.asdict(exported)
+        entry.setdefault("exports", {})[key] = dataclasses.asdict(exported)
         self._write_index(index)
         return exported
 
@@ -229,9 +255,11 @@ class WeightsStore:
         os.replace(tmp, self.index_path)
 
 
-def export_name(version: str, kind: str) -> str:
-    """The file name of `version`'s `kind` export in the store: v1.onnx, v1.int8.onnx."""
-    return f"{version}.onnx" if kind == "onnx" else f"{version}.{kind}.onnx"
+def export_format(kind: str) -> ExportFormat:
+    """The registry's export format `kind`, or a ModelError naming the known ones."""
+    if kind not in EXPORT_FORMATS:
+        raise ModelError(f"export format {kind!r} is not one of {', '.join(EXPORT_FORMATS)}")
+    return EXPORT_FORMATS[kind]
 
 
 def now_iso() -> str:

@@ -24,15 +24,16 @@ import numpy as np
 import torch
 
 from server.core.batching import DynamicBatcher
-from server.config import ServerConfig
-from server.core.decision import DecisionRule
+from server.config import CoreSettings
+from server.core.decision import Decision, DecisionRule
 from server.core.detections import Detections
 from server.core.engine import NMS_MAX_DETECTIONS, InferenceEngine
-from server.core.errors import DeadlineExpired, InvalidInput, ModelError, NotReady, Overloaded, Unsupported
+from server.core.errors import DeadlineExpired, InvalidInput, ModelError, NotReady, Overloaded
 from server.core.decoding import DecodedImage, DecodeLimits, ImageDecoder, PreparedImage, encode
 from server.core.manifest import ModelManifest, WeightsStore
-from server.core.metrics import ServerMetrics
-from server.core.overlay import draw_overlay
+from server.core.metrics import ScreeningMetrics
+from server.core.imagehead import ImageHead, ImageScores
+from server.core.overlay import HeatMark, draw_overlay
 from server.core.pacing import RefusalPacer
 from server.core.policy import ClassPolicy, Verdict
 
@@ -80,14 +81,27 @@ class ScreenResult:
     timing: Timing
     batch_size: int
     deciding_class: int | None
-    """The class of the strongest detection behind a REVIEW or FLAG; None for CLEAR."""
+    """The class behind a REVIEW or FLAG (the strongest detection's, or the head's); None for CLEAR."""
     overlay: bytes = b""
+    image_scores: ImageScores | None = None
+    """The image-level head's scores of the screened classes, with heat boxes; None without a head."""
+    image_verdicts: np.ndarray | None = None
+    image_thresholds: tuple[ClassPolicy, ...] = ()
+    """The head's thresholds of the screened classes (empty without a head)."""
+    decided_by: str = ""
+    """"detector" or "image-level head" for REVIEW and FLAG; "" for CLEAR."""
 
 
 @dataclass(frozen=True)
 class _BatchItem:
     prepared: PreparedImage
     nms_confidence: float
+    head_crops: np.ndarray | None = None
+    """The whole image and its tiles at the head's input size (None without a head)."""
+
+
+ModelOutput = tuple[Detections, "ImageScores | None"]
+"""What the model thread answers for one image: the detector's detections and the head's scores."""
 
 
 @dataclass
@@ -96,7 +110,9 @@ class ModelRuntime:
 
     engine: InferenceEngine
     decoder: ImageDecoder
-    batcher: DynamicBatcher[_BatchItem, Detections]
+    batcher: DynamicBatcher[_BatchItem, ModelOutput]
+    head: ImageHead | None = None
+    """The image-level head of a version that has one: run beside the detector in the same batch."""
     users: int = 0
     decoding: int = 0
     """Requests on their way to the batcher (being decoded): worth waiting for when a batch forms."""
@@ -122,44 +138,52 @@ class ModelRuntime:
         await self.batcher.close()
 
     @classmethod
-    async def start(cls, config: ServerConfig, version: str | None, metrics: ServerMetrics | None) -> ModelRuntime:
-        def load() -> tuple[InferenceEngine, list[InferenceEngine]]:
-            engine = InferenceEngine.load(
-                WeightsStore(config.weights_dir), version or None, config.device, config.backend,
-                config.model_threads, config.max_batch_size,
-            )
+    async def start(cls, config: CoreSettings, version: str | None, metrics: ScreeningMetrics | None) -> ModelRuntime:
+        def load() -> tuple[InferenceEngine, list[InferenceEngine], ImageHead | None]:
+            store = WeightsStore(config.weights_dir)
+            engine = InferenceEngine.load(store, version or None, config.device, config.backend,
+                                          config.model_threads, config.max_batch_size)
             copies = engine.side_by_side(config.model_instances, config.model_threads)
             for e in [engine, *copies]:
                 e.warm_up(sorted({1, config.max_batch_size}))
-            return engine, copies
+            spec = engine.manifest.head_spec
+            head = None
+            if spec is not None:
+                head = ImageHead.load(store.verified_path(spec.file, spec.sha256), spec, engine.backend.device)
+                head.warm_up()
+            return engine, copies, head
 
         # Load, warm up and run on one and the same thread (see DynamicBatcher).
         model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         try:
-            engine, copies = await asyncio.get_running_loop().run_in_executor(model_thread, load)
+            engine, copies, head = await asyncio.get_running_loop().run_in_executor(model_thread, load)
         except BaseException:
             model_thread.shutdown(wait=False)
             raise
         torch_threads = engine.torch_threads(config.model_threads)
 
         def runner(on: InferenceEngine):
-            def run_batch(items: list[_BatchItem]) -> list[Detections]:
+            def run_batch(items: list[_BatchItem]) -> list[ModelOutput | Exception]:
                 if torch.get_num_threads() != torch_threads:  # a setting of the calling thread: set in each model thread
                     torch.set_num_threads(torch_threads)
                 floor = min(item.nms_confidence for item in items)
-                return on.run([item.prepared for item in items], floor)
+                found = on.run([item.prepared for item in items], floor)
+                scores = head.run([item.head_crops for item in items]) if head else [None] * len(items)
+                return [f if isinstance(f, Exception) else (f, s) for f, s in zip(found, scores)]
             return run_batch
 
         on_batch = (lambda info: metrics.observe_batch(info.size)) if metrics else None
         runtime: ModelRuntime
         # The admission limit in Screener bounds what reaches this queue; the queue bound is the backstop.
-        batcher: DynamicBatcher[_BatchItem, Detections] = DynamicBatcher(
+        batcher: DynamicBatcher[_BatchItem, ModelOutput] = DynamicBatcher(
             runner(engine), config.max_batch_size, config.max_batch_delay_ms, config.max_queue_size + config.max_batch_size, on_batch,
             incoming=lambda: runtime.decoding, executor=model_thread, side_by_side=[runner(c) for c in copies],
         )
         batcher.start()
         limits = DecodeLimits(config.max_request_bytes, config.max_image_pixels)
-        runtime = cls(engine, ImageDecoder(engine.input_size, engine.backend.device, limits), batcher)
+        # The head needs the decoded pixels on the host: with a head, JPEGs are not left to the GPU's decoder.
+        decoder = ImageDecoder(engine.input_size, engine.backend.device, limits, on_device=False if head else None)
+        runtime = cls(engine, decoder, batcher, head)
         runtime.idle.set()
         return runtime
 
@@ -185,8 +209,9 @@ REFUSAL_MEMORY_S = 5.0
 
 
 class Screener:
-    def __init__(self, config: ServerConfig, metrics: ServerMetrics | None = None) -> None:
+    def __init__(self, config: CoreSettings, metrics: ScreeningMetrics | None = None) -> None:
         self.config = config
+        """The core's settings only: an edge keeps its own (ports, TLS, workers) to itself."""
         self.metrics = metrics
         self.max_in_flight = config.max_queue_size + config.max_batch_size
         self.in_flight = 0
@@ -228,28 +253,32 @@ class Screener:
             log.info("previous model retired", extra={"fields": {"version": old.manifest.version}})
         return new.manifest
 
-    async def reload_on_request(self, version: str | None = None) -> ModelManifest:
-        """`load`, as a caller asks for it: refused under --workers, where it would reach one worker."""
-        if self.config.worker_index >= 0:
-            raise Unsupported(
-                "this server runs several worker processes and the call would reload one of them: make the "
-                "version current (training promote) and send SIGHUP to the supervisor, which reloads them all"
-            )
-        return await self.load(version)
-
     async def close(self) -> None:
         if self._runtime is not None:
             await self._runtime.retire()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _decode_and_prepare(self, decoder: ImageDecoder, job: ScreenJob) -> tuple[DecodedImage | None, PreparedImage, float]:
+    @staticmethod
+    def _decode_and_prepare(runtime: ModelRuntime, job: ScreenJob, nms_confidence: float) -> tuple[DecodedImage | None, _BatchItem, float]:
+        """Decode once; the detector's letterboxed input and the head's crops both come from these pixels."""
         start = time.perf_counter()
-        image, prepared = decoder.prepare(job.image, keep_full_size=bool(job.overlay))
-        return (image if job.overlay else None), prepared, (time.perf_counter() - start) * 1000.0
+        image, prepared = runtime.decoder.prepare(job.image, keep_full_size=bool(job.overlay))
+        crops = runtime.head.crops(image.pixels) if runtime.head is not None else None
+        return (image if job.overlay else None), _BatchItem(prepared, nms_confidence, crops), (time.perf_counter() - start) * 1000.0
 
-    def _render_overlay(self, image: DecodedImage, detections: Detections, caption: str, fmt: str,
-                        strong: np.ndarray, weaker: bool) -> bytes:
-        return encode(draw_overlay(image.pixels, detections, caption, strong, weaker), fmt)
+    @staticmethod
+    def _render_overlay(image: DecodedImage, manifest: ModelManifest, rule: DecisionRule, decision: Decision, fmt: str,
+                        weaker: bool) -> bytes:
+        verdict = decision.verdict
+        strong = decision.detection_verdicts >= int(Verdict.REVIEW)
+        # A CLEAR answer from a model whose card says it misses a class says so, from the manifest.
+        notes = [f"{manifest.version} {manifest.limitations[p.label]}" for p in rule.screened
+                 if verdict == Verdict.CLEAR and p.label in manifest.limitations]
+        drawn = draw_overlay(image.pixels, decision.detections, f"{manifest.name} {manifest.version}",
+                             strong=strong, weaker=weaker, verdict=verdict.name, notes=notes,
+                             thresholds={p.id: (p.review_threshold, p.flag_threshold) for p in rule.screened},
+                             heat=heat_marks(decision, rule, boxed=set(decision.detections.class_id[strong].tolist())))
+        return encode(drawn, fmt)
 
     async def screen(self, job: ScreenJob, deadline: float | None = None) -> ScreenResult:
         """Screen one image; `deadline` is a time.monotonic() after which the caller has gone."""
@@ -312,19 +341,19 @@ class Screener:
         loop = asyncio.get_running_loop()
         runtime.decoding += 1
         try:
-            image, prepared, decode_ms = await loop.run_in_executor(self._pool, self._decode_and_prepare, runtime.decoder, job)
+            image, item, decode_ms = await loop.run_in_executor(self._pool, self._decode_and_prepare, runtime, job,
+                                                                   rule.nms_confidence)
         finally:
             runtime.decoding -= 1
-        raw, batch = await runtime.batcher.submit(_BatchItem(prepared, rule.nms_confidence), job.request_id, deadline)
+        prepared = item.prepared
+        (raw, scores), batch = await runtime.batcher.submit(item, job.request_id, deadline)
 
-        decision = rule.decide(raw)
+        decision = rule.decide(raw, scores)
         verdict = decision.verdict
         overlay = b""
         if job.overlay:
-            caption = f"{verdict.name} - {manifest.name} {manifest.version}"
-            strong = decision.detection_verdicts >= int(Verdict.REVIEW)
-            overlay = await loop.run_in_executor(self._pool, self._render_overlay, image, decision.detections, caption,
-                                                 job.overlay, strong, job.overlay_weaker)
+            overlay = await loop.run_in_executor(self._pool, self._render_overlay, image, manifest, rule, decision,
+                                                 job.overlay, job.overlay_weaker)
         return ScreenResult(
             request_id=job.request_id,
             verdict=verdict,
@@ -339,4 +368,20 @@ class Screener:
             batch_size=batch.size,
             deciding_class=decision.deciding_class,
             overlay=overlay,
+            image_scores=decision.image_scores,
+            image_verdicts=decision.image_verdicts,
+            image_thresholds=rule.screened_by_head,
+            decided_by=decision.decided_by,
         )
+
+
+def heat_marks(decision: Decision, rule: DecisionRule, boxed: set[int]) -> list[HeatMark]:
+    """The head's classes at REVIEW or FLAG that no detection at review level boxed: where it looked."""
+    scores = decision.image_scores
+    if scores is None or decision.image_verdicts is None:
+        return []
+    head = rule.head_policies or {}
+    return [HeatMark(int(c), scores.heat_maps[int(c)], scores.heat_boxes[int(c)], float(score),
+                     (head[int(c)].review_threshold, head[int(c)].flag_threshold))
+            for c, score, v in zip(scores.class_ids, scores.scores, decision.image_verdicts)
+            if v >= Verdict.REVIEW and int(c) not in boxed and int(c) in scores.heat_maps]

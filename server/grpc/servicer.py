@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from server.core.errors import Unsupported
+from server.core.imagehead import HeadSpec
 from server.core.manifest import ModelManifest
 from server.core.policy import ClassPolicy
 from server.core.screening import ScreenJob, ScreenResult, Screener
@@ -42,6 +44,25 @@ def job_from_proto(request: pb.ScreenRequest) -> ScreenJob:
 
 def model_ref(manifest: ModelManifest) -> pb.ModelRef:
     return pb.ModelRef(name=manifest.name, version=manifest.version, sha256=manifest.sha256)
+
+
+def head_ref(manifest: ModelManifest) -> pb.ModelRef | None:
+    head = manifest.head_spec
+    return None if head is None else pb.ModelRef(name=f"{manifest.name}-head", version=manifest.version, sha256=head.sha256)
+
+
+def image_scores(result: ScreenResult) -> list[pb.ImageScore]:
+    scores = result.image_scores
+    if scores is None or result.image_verdicts is None:
+        return []
+    w, h = result.width, result.height
+    out = []
+    for c, score, verdict in zip(scores.class_ids, scores.scores, result.image_verdicts):
+        x1, y1, x2, y2 = scores.heat_boxes.get(int(c), (0.0, 0.0, 0.0, 0.0))
+        out.append(pb.ImageScore(label=by_id(int(c)).label, class_id=int(c), score=float(score), verdict=int(verdict),
+                                 heat_box=pb.Box(x_min=x1 * w, y_min=y1 * h, x_max=x2 * w, y_max=y2 * h),
+                                 heat_box_normalized=pb.Box(x_min=x1, y_min=y1, x_max=x2, y_max=y2)))
+    return out
 
 
 def class_info(policy: ClassPolicy) -> pb.ClassInfo:
@@ -80,6 +101,10 @@ def response_from_result(result: ScreenResult) -> pb.ScreenResponse:
         overlay=result.overlay,
         thresholds=[class_info(p) for p in result.thresholds],
         min_confidence=result.min_confidence,
+        image_scores=image_scores(result),
+        head=head_ref(result.model),
+        image_thresholds=[class_info(p) for p in result.image_thresholds],
+        decided_by=result.decided_by,
     )
 
 
@@ -89,15 +114,18 @@ def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
 
 
 class ScreeningServicer(pb_grpc.ScreeningServicer):
-    def __init__(self, screener: Screener, max_stream_in_flight: int, review_feed: ReviewFeed | None = None) -> None:
+    def __init__(self, screener: Screener, max_stream_in_flight: int, review_feed: ReviewFeed | None = None,
+                 supervised: bool = False) -> None:
         self.screener = screener
         self.max_stream_in_flight = max_stream_in_flight
         self.review_feed = review_feed
         """Where REVIEW and FLAG results are offered (never awaited); None without --review-queue."""
+        self.supervised = supervised
+        """One of the --workers supervisor's processes: a ReloadModel call would reach this one alone."""
 
     async def _screen_one(self, request: pb.ScreenRequest, deadline: float | None) -> pb.ScreenResponse:
         """Screen one image; a failure becomes a response with `error` set (Screen turns it into a status)."""
-        metrics = self.screener.metrics
+        metrics = self.screener.metrics  # the core's: images by code, latency, detections, verdicts
         try:
             result = await self.screener.screen(job_from_proto(request), deadline)
         except Exception as exc:
@@ -159,12 +187,18 @@ class ScreeningServicer(pb_grpc.ScreeningServicer):
 
     @answers_with_status
     async def ReloadModel(self, request: pb.ReloadModelRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
-        await self.screener.reload_on_request(request.version or None)
+        if self.supervised:
+            raise Unsupported(
+                "this server runs several worker processes and the call would reload one of them: make the "
+                "version current (training promote) and send SIGHUP to the supervisor, which reloads them all"
+            )
+        await self.screener.load(request.version or None)
         return self.model_info()
 
     def model_info(self) -> pb.ModelInfo:
         runtime = self.screener.runtime
         manifest = runtime.manifest
+        head = manifest.head_spec
         config = self.screener.config
         return pb.ModelInfo(
             model=model_ref(manifest),
@@ -177,4 +211,13 @@ class ScreeningServicer(pb_grpc.ScreeningServicer):
             trained=manifest.trained,
             default_min_confidence=manifest.default_min_confidence,
             max_batch_delay_ms=config.max_batch_delay_ms,
+            head=head_ref(manifest),
+            head_classes=[class_info(p) for p in head.classes] if head else [],
+            head_backbone=head_description(head) if head else "",
         )
+
+
+def head_description(head: HeadSpec) -> str:
+    pooling = "whole image" if head.features == "whole" else \
+        "whole image + max over " + ", ".join(f"{g}x{g}" for g in head.tiles) + " tiles"
+    return f"{head.backbone} (EfficientNet, ImageNet, {head.input_size} px): {pooling}"

@@ -120,7 +120,7 @@ class ClassInfo(_message.Message):
     def __init__(self, id: _Optional[int] = ..., label: _Optional[str] = ..., flag_threshold: _Optional[float] = ..., review_threshold: _Optional[float] = ...) -> None: ...
 
 class ScreenResponse(_message.Message):
-    __slots__ = ("request_id", "verdict", "detections", "image_width", "image_height", "model", "timing", "overlay", "error", "thresholds", "min_confidence")
+    __slots__ = ("request_id", "verdict", "detections", "image_width", "image_height", "model", "timing", "overlay", "error", "thresholds", "min_confidence", "image_scores", "head", "image_thresholds", "decided_by")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     DETECTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +132,10 @@ class ScreenResponse(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
     MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SCORES_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     verdict: Verdict
     detections: _containers.RepeatedCompositeFieldContainer[Detection]
@@ -143,14 +147,34 @@ class ScreenResponse(_message.Message):
     error: Error
     thresholds: _containers.RepeatedCompositeFieldContainer[ClassInfo]
     min_confidence: float
-    def __init__(self, request_id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., overlay: _Optional[bytes] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., thresholds: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., min_confidence: _Optional[float] = ...) -> None: ...
+    image_scores: _containers.RepeatedCompositeFieldContainer[ImageScore]
+    head: ModelRef
+    image_thresholds: _containers.RepeatedCompositeFieldContainer[ClassInfo]
+    decided_by: str
+    def __init__(self, request_id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., overlay: _Optional[bytes] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., thresholds: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., min_confidence: _Optional[float] = ..., image_scores: _Optional[_Iterable[_Union[ImageScore, _Mapping]]] = ..., head: _Optional[_Union[ModelRef, _Mapping]] = ..., image_thresholds: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., decided_by: _Optional[str] = ...) -> None: ...
+
+class ImageScore(_message.Message):
+    __slots__ = ("label", "class_id", "score", "verdict", "heat_box", "heat_box_normalized")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    CLASS_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    HEAT_BOX_FIELD_NUMBER: _ClassVar[int]
+    HEAT_BOX_NORMALIZED_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    class_id: int
+    score: float
+    verdict: Verdict
+    heat_box: Box
+    heat_box_normalized: Box
+    def __init__(self, label: _Optional[str] = ..., class_id: _Optional[int] = ..., score: _Optional[float] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., heat_box: _Optional[_Union[Box, _Mapping]] = ..., heat_box_normalized: _Optional[_Union[Box, _Mapping]] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model", "classes", "input_size", "device", "backend", "max_batch_size", "trained", "default_min_confidence", "max_batch_delay_ms", "backend_reason")
+    __slots__ = ("model", "classes", "input_size", "device", "backend", "max_batch_size", "trained", "default_min_confidence", "max_batch_delay_ms", "backend_reason", "head", "head_classes", "head_backbone")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +185,9 @@ class ModelInfo(_message.Message):
     DEFAULT_MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
     BACKEND_REASON_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    HEAD_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    HEAD_BACKBONE_FIELD_NUMBER: _ClassVar[int]
     model: ModelRef
     classes: _containers.RepeatedCompositeFieldContainer[ClassInfo]
     input_size: int
@@ -171,7 +198,10 @@ class ModelInfo(_message.Message):
     default_min_confidence: float
     max_batch_delay_ms: float
     backend_reason: str
-    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., input_size: _Optional[int] = ..., device: _Optional[str] = ..., backend: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., trained: _Optional[bool] = ..., default_min_confidence: _Optional[float] = ..., max_batch_delay_ms: _Optional[float] = ..., backend_reason: _Optional[str] = ...) -> None: ...
+    head: ModelRef
+    head_classes: _containers.RepeatedCompositeFieldContainer[ClassInfo]
+    head_backbone: str
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., input_size: _Optional[int] = ..., device: _Optional[str] = ..., backend: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., trained: _Optional[bool] = ..., default_min_confidence: _Optional[float] = ..., max_batch_delay_ms: _Optional[float] = ..., backend_reason: _Optional[str] = ..., head: _Optional[_Union[ModelRef, _Mapping]] = ..., head_classes: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., head_backbone: _Optional[str] = ...) -> None: ...
 
 class ReloadModelRequest(_message.Message):
     __slots__ = ("version",)

@@ -14,7 +14,7 @@ from tests.support.servers import small_config
 
 def run_with_screener(weights, body, **config):
     async def go():
-        screener = Screener(small_config(weights, **config))
+        screener = Screener(small_config(weights, **config).core)
         await screener.load()
         try:
             return await body(screener)
