@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, ratios = [], {}
     if not args.skip_naive:
         rows.append(in_fresh_process(bench_naive, args.weights / model["file"], images, model["input_size"], "0" if gpu else "cpu",
-                                     args.seconds))
+                                     args.seconds, args.weights))
         print("naive done", flush=True)
     engine_row, stages = in_fresh_process(bench_engine, args.weights, args.device, args.backend, images, args.max_batch_size, cores,
                                           "engine", args.seconds)

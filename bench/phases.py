@@ -51,21 +51,43 @@ def listing_images(shared: Path, count: int, seed: int, min_side: int, max_side:
     return out, ("../shared/data photos, resized" if sources else "synthetic")
 
 
-def bench_naive(model: Path, images: list[bytes], imgsz: int, device: str, seconds: float = 0.0) -> dict:
+def load_head(weights: Path, device: str):
+    """The current version's image-level head (ImageHead), or None for a detector-only version."""
+    from server.core.imagehead import ImageHead
+    from server.core.backends import resolve_device
+
+    store = WeightsStore(weights)
+    spec = store.get(None).head_spec
+    if spec is None:
+        return None
+    return ImageHead.load(store.verified_path(spec.file, spec.sha256), spec, resolve_device(device))
+
+
+def bench_naive(model: Path, images: list[bytes], imgsz: int, device: str, seconds: float = 0.0,
+                weights: Path | None = None) -> dict:
     """Whole passes over `images` until `seconds` have gone by (at least one): as long as a server level
-    runs, so that a noisy neighbour weighs on both sides of the ratio alike."""
+    runs, so that a noisy neighbour weighs on both sides of the ratio alike. A version with an
+    image-level head runs it too, one image at a time, so that server/naive compares like with like."""
     from ultralytics import YOLO
 
     yolo = YOLO(str(model))
+    head = load_head(weights, "cuda" if device != "cpu" else "cpu") if weights else None
     decode = lambda b: cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR)  # noqa: E731
+
+    def both(data: bytes) -> None:
+        pixels = decode(data)
+        yolo.predict(pixels, imgsz=imgsz, device=device, verbose=False)
+        if head is not None:
+            head.run([head.crops(pixels)])
+
     for b in images[:2]:
-        yolo.predict(decode(b), imgsz=imgsz, device=device, verbose=False)
+        both(b)
     latencies = []
     start = time.perf_counter()
     while not latencies or time.perf_counter() - start < seconds:
         for b in images:
             t = time.perf_counter()
-            yolo.predict(decode(b), imgsz=imgsz, device=device, verbose=False)
+            both(b)
             latencies.append((time.perf_counter() - t) * 1000)
     elapsed = time.perf_counter() - start
     return {"name": "naive", "images_per_s": len(latencies) / elapsed, "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
@@ -81,16 +103,29 @@ def bench_engine(weights: Path, device: str, backend: str, images: list[bytes], 
 
     engine = InferenceEngine.load(WeightsStore(weights), None, device, backend, 0, batch_size)
     torch.set_num_threads(engine.torch_threads(usable_cores()))  # as the server's model threads run it
-    decoder = ImageDecoder(engine.input_size, engine.backend.device)
+    head = load_head(weights, device)
+    decoder = ImageDecoder(engine.input_size, engine.backend.device, on_device=False if head else None)
+
+    def run(items: list[tuple]) -> list:
+        """The models as the server's model thread runs them on a batch of `prepare`d images: the
+        detector, then the head on the same images."""
+        found = engine.run([prepared for prepared, _ in items], 0.25)
+        if head is not None:
+            head.run([crops for _, crops in items])
+        return found
+
+    def prepare(data: bytes) -> tuple:
+        image, prepared = decoder.prepare(data)
+        return prepared, (head.crops(image.pixels) if head is not None else None)
 
     for _ in range(2):
-        engine.run([decoder.prepare(images[0])[1]] * batch_size, 0.25)
+        run([prepare(images[0])] * batch_size)
     # Single-image latency: bytes in, detections out, one at a time (every image twice: the reference
     # of the c=1 gap, which a handful of samples leaves at the mercy of a noisy neighbour).
     single = []
     for b in images * 2:
         t = time.perf_counter()
-        engine.run([decoder.prepare(b)[1]], 0.25)
+        run([prepare(b)])
         single.append((time.perf_counter() - t) * 1000)
     # Stage times, measured one stage at a time on the whole set.
     stages: dict[str, float] = {}
@@ -106,6 +141,12 @@ def bench_engine(weights: Path, device: str, backend: str, images: list[bytes], 
         results += engine.run(prepared[i : i + batch_size], 0.25, timings)
     for k, v in timings.items():
         stages[k] = v / len(images)
+    if head is not None:
+        crops = [head.crops(d.pixels) for d in decoded]
+        t = time.perf_counter()
+        for i in range(0, len(crops), batch_size):
+            head.run(crops[i : i + batch_size])
+        stages["image_level_head"] = (time.perf_counter() - t) * 1000 / len(images)
     t = time.perf_counter()
     for detections, p in zip(results, prepared):
         response_from_result(_fake_result(engine, detections, p)).SerializeToString()
@@ -116,9 +157,9 @@ def bench_engine(weights: Path, device: str, backend: str, images: list[bytes], 
     start = time.perf_counter()
     answered = 0
     while not answered or time.perf_counter() - start < seconds:
-        futures = [pool.submit(decoder.prepare, b) for b in images]
+        futures = [pool.submit(prepare, b) for b in images]
         for i in range(0, len(images), batch_size):
-            engine.run([f.result()[1] for f in futures[i : i + batch_size]], 0.25)
+            run([f.result() for f in futures[i : i + batch_size]])
         answered += len(images)
     elapsed = time.perf_counter() - start
     pool.shutdown()

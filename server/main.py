@@ -23,9 +23,10 @@ log = logging.getLogger("server")
 
 
 async def serve(config: GrpcSettings) -> int:
-    """Serve until SIGTERM or SIGINT; 2 when a port is taken (nothing was started)."""
+    """Serve until SIGTERM or SIGINT; 2 when a port is taken or the banks cannot be read (nothing was started)."""
     import torch
 
+    from server.core.errors import ModelError
     from server.grpc.app import WildscreenServer
     from server.grpc.ports import PortInUse
 
@@ -34,7 +35,11 @@ async def serve(config: GrpcSettings) -> int:
     # loop; with Python's default 5 ms switch interval a busy loop (a flood of rejected requests)
     # stalls the forward pass for milliseconds per op. 1 ms keeps the model fed.
     sys.setswitchinterval(config.core.switch_interval_s)
-    server = WildscreenServer(config)
+    try:
+        server = WildscreenServer(config)
+    except ModelError as exc:  # e.g. --banks-database-url names a database without banks
+        print(f"wildscreen-serve: {exc}", file=sys.stderr)
+        return 2
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stopping.set)

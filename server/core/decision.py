@@ -11,6 +11,9 @@ With an image-level head (model v3 and later) the verdict is the stronger of the
 the head's, each under its own calibrated thresholds: image-level evidence alone reaches REVIEW,
 and FLAG needs the detector or a head class whose calibrated precision supports a flag threshold
 (a class without one never flags from the head alone).
+
+A photo that matches a hash bank (a copy of a confirmed photo) raises the verdict to the bank's
+action, whatever the models say: that is what the banks are for.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ import numpy as np
 from server.core.detections import Detections
 from server.core.imagehead import ImageScores, head_verdict
 from server.core.manifest import ModelManifest
+from server.core.matching import FLAG, Match
 from server.core.policy import ClassPolicy, Verdict, decide, verdicts_for
+from server.core.taxonomy import by_label
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,10 @@ class Decision:
     image_verdicts: np.ndarray | None = None
     """`Verdict` numbers, one per entry of `image_scores`."""
     decided_by: str = ""
-    """"detector" or "image-level head" for REVIEW and FLAG (the detector when both agree); "" for CLEAR."""
+    """"known image", "detector" or "image-level head" for REVIEW and FLAG (in that order when several
+    call for the same verdict); "" for CLEAR."""
+    matches: tuple[Match, ...] = ()
+    """The banked photos this image is a copy of, nearest first."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,7 @@ class DecisionRule:
         """The engine's confidence floor: low enough for the listing and for every review threshold."""
         return min([self.listed_min] + [p.review_threshold for p in self.screened])
 
-    def decide(self, raw: Detections, image_scores: ImageScores | None = None) -> Decision:
+    def decide(self, raw: Detections, image_scores: ImageScores | None = None, matches: tuple[Match, ...] = ()) -> Decision:
         candidates = raw.of_classes(self.class_ids)
         candidate_verdicts = verdicts_for(self.policies, candidates.class_id, candidates.confidence)
         verdict = decide(candidate_verdicts)
@@ -92,6 +100,20 @@ class DecisionRule:
                                  {c: b for c, b in image_scores.heat_boxes.items() if c in wanted},
                                  {c: m for c, m in image_scores.heat_maps.items() if c in wanted})
             score_verdicts = scores.verdicts(self.head_policies)
+        if matches:
+            banked = max(Verdict.FLAG if m.action == FLAG else Verdict.REVIEW for m in matches)
+            if banked >= verdict:
+                verdict, decided_by = banked, "known image"
+                deciding = deciding if deciding is not None else by_label_or_none(matches[0].label)
         cleared = verdict == Verdict.CLEAR
         return Decision(verdict, listed, verdicts_for(self.policies, listed.class_id, listed.confidence),
-                        None if cleared else deciding, scores, score_verdicts, "" if cleared else decided_by)
+                        None if cleared else deciding, scores, score_verdicts, "" if cleared else decided_by,
+                        tuple(matches))
+
+
+def by_label_or_none(label: str) -> int | None:
+    """The taxonomy id of a bank entry's label; None for "known_trafficking_image" and the like."""
+    try:
+        return by_label(label).id
+    except KeyError:
+        return None

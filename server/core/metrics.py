@@ -7,6 +7,8 @@
     wildscreen_detections_total{class}            detections listed, by class
     wildscreen_verdicts_total{verdict,class}      verdicts, by the class that decided them
     wildscreen_model_info{name,version,sha256,backend,device}
+    wildscreen_known_image_matches_total{bank}   images that matched a hash bank
+    wildscreen_decided_by_total{decided_by}      REVIEW and FLAG answers by what called for them
 
 An edge registers its own metrics (per-RPC counts, its feeds) on the same registry, so one
 /metrics endpoint serves both: see server/grpc/metrics.py.
@@ -32,6 +34,10 @@ class ScreeningMetrics:
         self.detections = Counter("wildscreen_detections", "Detections listed, by class", ["class"], registry=r)
         self.verdicts = Counter("wildscreen_verdicts", "Verdicts, by the class that decided them", ["verdict", "class"], registry=r)
         self.model = Info("wildscreen_model", "The model serving now", registry=r)
+        self.known_images = Counter("wildscreen_known_image_matches", "Images that matched a hash bank, by bank",
+                                    ["bank"], registry=r)
+        self.decided_by = Counter("wildscreen_decided_by", "REVIEW and FLAG answers, by what called for them "
+                                  "(known image, detector, image-level head)", ["decided_by"], registry=r)
 
     def observe_batch(self, size: int) -> None:
         self.batch_size.observe(size)
@@ -51,3 +57,7 @@ class ScreeningMetrics:
             self.detections.labels(by_id(int(class_id)).label).inc()
         deciding = "none" if result.deciding_class is None else by_id(result.deciding_class).label
         self.verdicts.labels(result.verdict.name, deciding).inc()
+        if result.decided_by:
+            self.decided_by.labels(result.decided_by).inc()
+        for bank in {m.bank for m in result.matches}:
+            self.known_images.labels(bank).inc()

@@ -18,22 +18,23 @@ import logging
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from server.core.batching import DynamicBatcher
 from server.config import CoreSettings
 from server.core.decision import Decision, DecisionRule
 from server.core.detections import Detections
-from server.core.engine import NMS_MAX_DETECTIONS, InferenceEngine
+from server.core.engine import NMS_MAX_DETECTIONS
 from server.core.errors import DeadlineExpired, InvalidInput, ModelError, NotReady, Overloaded
-from server.core.decoding import DecodedImage, DecodeLimits, ImageDecoder, PreparedImage, encode
-from server.core.manifest import ModelManifest, WeightsStore
+from server.core.decoding import DecodedImage, encode
+from server.core.manifest import ModelManifest
 from server.core.metrics import ScreeningMetrics
-from server.core.imagehead import ImageHead, ImageScores
+from server.core.imagehead import ImageScores
+from server.core.matching import BankMatcher, Match
+from server.core.runtime import BatchItem, ModelRuntime
 from server.core.overlay import HeatMark, draw_overlay
+from server.core.pdq import dihedral
 from server.core.pacing import RefusalPacer
 from server.core.policy import ClassPolicy, Verdict
 
@@ -89,103 +90,9 @@ class ScreenResult:
     image_thresholds: tuple[ClassPolicy, ...] = ()
     """The head's thresholds of the screened classes (empty without a head)."""
     decided_by: str = ""
-    """"detector" or "image-level head" for REVIEW and FLAG; "" for CLEAR."""
-
-
-@dataclass(frozen=True)
-class _BatchItem:
-    prepared: PreparedImage
-    nms_confidence: float
-    head_crops: np.ndarray | None = None
-    """The whole image and its tiles at the head's input size (None without a head)."""
-
-
-ModelOutput = tuple[Detections, "ImageScores | None"]
-"""What the model thread answers for one image: the detector's detections and the head's scores."""
-
-
-@dataclass
-class ModelRuntime:
-    """One loaded model, its decoder, the batcher that feeds it, and the requests using it."""
-
-    engine: InferenceEngine
-    decoder: ImageDecoder
-    batcher: DynamicBatcher[_BatchItem, ModelOutput]
-    head: ImageHead | None = None
-    """The image-level head of a version that has one: run beside the detector in the same batch."""
-    users: int = 0
-    decoding: int = 0
-    """Requests on their way to the batcher (being decoded): worth waiting for when a batch forms."""
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def manifest(self) -> ModelManifest:
-        return self.engine.manifest
-
-    def acquire(self) -> None:
-        self.users += 1
-        self.idle.clear()
-
-    def release(self) -> None:
-        self.users -= 1
-        if self.users == 0:
-            self.idle.set()
-
-    async def retire(self) -> None:
-        """Wait for the requests that started on this model, then stop its batcher."""
-        if self.users:
-            await self.idle.wait()
-        await self.batcher.close()
-
-    @classmethod
-    async def start(cls, config: CoreSettings, version: str | None, metrics: ScreeningMetrics | None) -> ModelRuntime:
-        def load() -> tuple[InferenceEngine, list[InferenceEngine], ImageHead | None]:
-            store = WeightsStore(config.weights_dir)
-            engine = InferenceEngine.load(store, version or None, config.device, config.backend,
-                                          config.model_threads, config.max_batch_size)
-            copies = engine.side_by_side(config.model_instances, config.model_threads)
-            for e in [engine, *copies]:
-                e.warm_up(sorted({1, config.max_batch_size}))
-            spec = engine.manifest.head_spec
-            head = None
-            if spec is not None:
-                head = ImageHead.load(store.verified_path(spec.file, spec.sha256), spec, engine.backend.device)
-                head.warm_up()
-            return engine, copies, head
-
-        # Load, warm up and run on one and the same thread (see DynamicBatcher).
-        model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
-        try:
-            engine, copies, head = await asyncio.get_running_loop().run_in_executor(model_thread, load)
-        except BaseException:
-            model_thread.shutdown(wait=False)
-            raise
-        torch_threads = engine.torch_threads(config.model_threads)
-
-        def runner(on: InferenceEngine):
-            def run_batch(items: list[_BatchItem]) -> list[ModelOutput | Exception]:
-                if torch.get_num_threads() != torch_threads:  # a setting of the calling thread: set in each model thread
-                    torch.set_num_threads(torch_threads)
-                floor = min(item.nms_confidence for item in items)
-                found = on.run([item.prepared for item in items], floor)
-                scores = head.run([item.head_crops for item in items]) if head else [None] * len(items)
-                return [f if isinstance(f, Exception) else (f, s) for f, s in zip(found, scores)]
-            return run_batch
-
-        on_batch = (lambda info: metrics.observe_batch(info.size)) if metrics else None
-        runtime: ModelRuntime
-        # The admission limit in Screener bounds what reaches this queue; the queue bound is the backstop.
-        batcher: DynamicBatcher[_BatchItem, ModelOutput] = DynamicBatcher(
-            runner(engine), config.max_batch_size, config.max_batch_delay_ms, config.max_queue_size + config.max_batch_size, on_batch,
-            incoming=lambda: runtime.decoding, executor=model_thread, side_by_side=[runner(c) for c in copies],
-        )
-        batcher.start()
-        limits = DecodeLimits(config.max_request_bytes, config.max_image_pixels)
-        # The head needs the decoded pixels on the host: with a head, JPEGs are not left to the GPU's decoder.
-        decoder = ImageDecoder(engine.input_size, engine.backend.device, limits, on_device=False if head else None)
-        runtime = cls(engine, decoder, batcher, head)
-        runtime.idle.set()
-        return runtime
+    """"known image", "detector" or "image-level head" for REVIEW and FLAG; "" for CLEAR."""
+    matches: tuple[Match, ...] = ()
+    """Banked photos this image is a copy of, nearest first."""
 
 
 def validate(job: ScreenJob, default_max_detections: int, model: ModelManifest) -> tuple[frozenset[int] | None, int]:
@@ -209,10 +116,13 @@ REFUSAL_MEMORY_S = 5.0
 
 
 class Screener:
-    def __init__(self, config: CoreSettings, metrics: ScreeningMetrics | None = None) -> None:
+    def __init__(self, config: CoreSettings, metrics: ScreeningMetrics | None = None,
+                 matcher: BankMatcher | None = None) -> None:
         self.config = config
         """The core's settings only: an edge keeps its own (ports, TLS, workers) to itself."""
         self.metrics = metrics
+        self.matcher = matcher
+        """Known-image hash banks every image is matched against (None: no banks); the edge fills and refreshes it."""
         self.max_in_flight = config.max_queue_size + config.max_batch_size
         self.in_flight = 0
         self._refused = 0.0
@@ -234,7 +144,7 @@ class Screener:
         the requests it holds. On failure the old model keeps serving and ModelError is raised."""
         async with self._reload_lock:
             try:
-                new = await ModelRuntime.start(self.config, version, self.metrics)
+                new = await ModelRuntime.start(self.config, version, self.metrics, host_pixels=self.matcher is not None)
             except ModelError:
                 raise
             except Exception as exc:  # the details are for the log, not for the caller
@@ -258,13 +168,19 @@ class Screener:
             await self._runtime.retire()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    @staticmethod
-    def _decode_and_prepare(runtime: ModelRuntime, job: ScreenJob, nms_confidence: float) -> tuple[DecodedImage | None, _BatchItem, float]:
-        """Decode once; the detector's letterboxed input and the head's crops both come from these pixels."""
+    def _decode_and_prepare(self, runtime: ModelRuntime, job: ScreenJob, nms_confidence: float
+                            ) -> tuple[DecodedImage | None, BatchItem, tuple[Match, ...], float]:
+        """Decode once: the detector's letterboxed input, the head's crops and the PDQ hashes all come
+        from these pixels. Matching runs here too, in the decode threads, off the event loop."""
         start = time.perf_counter()
         image, prepared = runtime.decoder.prepare(job.image, keep_full_size=bool(job.overlay))
         crops = runtime.head.crops(image.pixels) if runtime.head is not None else None
-        return (image if job.overlay else None), _BatchItem(prepared, nms_confidence, crops), (time.perf_counter() - start) * 1000.0
+        matches: tuple[Match, ...] = ()
+        if self.matcher is not None:
+            hashes = dihedral(image.pixels)
+            matches = tuple(self.matcher.match(hashes.as_array(), hashes.quality))
+        item = BatchItem(prepared, nms_confidence, crops)
+        return (image if job.overlay else None), item, matches, (time.perf_counter() - start) * 1000.0
 
     @staticmethod
     def _render_overlay(image: DecodedImage, manifest: ModelManifest, rule: DecisionRule, decision: Decision, fmt: str,
@@ -341,14 +257,14 @@ class Screener:
         loop = asyncio.get_running_loop()
         runtime.decoding += 1
         try:
-            image, item, decode_ms = await loop.run_in_executor(self._pool, self._decode_and_prepare, runtime, job,
+            image, item, matches, decode_ms = await loop.run_in_executor(self._pool, self._decode_and_prepare, runtime, job,
                                                                    rule.nms_confidence)
         finally:
             runtime.decoding -= 1
         prepared = item.prepared
         (raw, scores), batch = await runtime.batcher.submit(item, job.request_id, deadline)
 
-        decision = rule.decide(raw, scores)
+        decision = rule.decide(raw, scores, matches)
         verdict = decision.verdict
         overlay = b""
         if job.overlay:
@@ -372,6 +288,7 @@ class Screener:
             image_verdicts=decision.image_verdicts,
             image_thresholds=rule.screened_by_head,
             decided_by=decision.decided_by,
+            matches=decision.matches,
         )
 
 

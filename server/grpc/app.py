@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from server.core.keys import KeyStore
 from server.grpc.auth import AuthInterceptor
+from server.grpc.banks import open_banks
 from server.grpc.metrics import GrpcMetrics
 from server.grpc.observability import ObservabilityInterceptor
 from server.grpc.ports import PortInUse, bind, sharing_options
@@ -64,7 +65,8 @@ class WildscreenServer:
     def __init__(self, config: GrpcSettings) -> None:
         self.config = config
         self.metrics = GrpcMetrics()
-        self.screener = Screener(config.core, self.metrics.screening)
+        self.matcher = open_banks(config.banks_database_url) if config.banks_database_url else None
+        self.screener = Screener(config.core, self.metrics.screening, self.matcher)
         self.health = health.aio.HealthServicer()
         self.review_feed = ReviewFeed.from_config(config, self.metrics) if config.review_queue else None
         self.servicer = ScreeningServicer(self.screener, config.max_stream_in_flight, self.review_feed, config.supervised)
@@ -107,6 +109,8 @@ class WildscreenServer:
         await self.server.start()
         if self.health_server is not None:
             await self.health_server.start()
+        if self.matcher is not None:
+            self.matcher.start(self.config.banks_poll_s)
         log.info("listening", extra={"fields": {"address": self.config.address, "port": self.port, "tls": self.config.tls}})
         await self.screener.load(self.config.core.model_version or None)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
@@ -123,6 +127,8 @@ class WildscreenServer:
         if self.review_feed is not None:  # what the last RPCs offered gets the grace period to go out
             await asyncio.to_thread(self.review_feed.close, grace_s)
         await self.screener.close()
+        if self.matcher is not None:
+            self.matcher.stop()
         log.info("stopped")
 
     async def wait_for_termination(self) -> None:

@@ -17,6 +17,7 @@ import grpc
 from server.core.errors import Unsupported
 from server.core.imagehead import HeadSpec
 from server.core.manifest import ModelManifest
+from server.core.matching import FLAG, REVIEW
 from server.core.policy import ClassPolicy
 from server.core.screening import ScreenJob, ScreenResult, Screener
 from server.core.taxonomy import by_id
@@ -28,6 +29,7 @@ from wildscreen.v1 import screening_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 _OVERLAY = {pb.OVERLAY_FORMAT_NONE: "", pb.OVERLAY_FORMAT_JPEG: "jpeg", pb.OVERLAY_FORMAT_PNG: "png"}
+_ACTION = {FLAG: pb.VERDICT_FLAG, REVIEW: pb.VERDICT_REVIEW}
 
 
 def job_from_proto(request: pb.ScreenRequest) -> ScreenJob:
@@ -105,6 +107,9 @@ def response_from_result(result: ScreenResult) -> pb.ScreenResponse:
         head=head_ref(result.model),
         image_thresholds=[class_info(p) for p in result.image_thresholds],
         decided_by=result.decided_by,
+        matches=[pb.KnownImageMatch(bank=m.bank, label=m.label, distance=m.distance, reference_id=m.reference_id,
+                                    added=m.added_at.isoformat(), action=_ACTION[m.action], signal="pdq")
+                 for m in result.matches],
     )
 
 
@@ -214,7 +219,16 @@ class ScreeningServicer(pb_grpc.ScreeningServicer):
             head=head_ref(manifest),
             head_classes=[class_info(p) for p in head.classes] if head else [],
             head_backbone=head_description(head) if head else "",
+            banks=self.bank_infos(),
         )
+
+    def bank_infos(self) -> list[pb.BankInfo]:
+        matcher = self.screener.matcher
+        if matcher is None:
+            return []
+        snapshot = matcher.snapshot
+        return [pb.BankInfo(name=name, action=_ACTION.get(snapshot.actions.get(name, REVIEW), pb.VERDICT_REVIEW), entries=size)
+                for name, size in sorted(snapshot.sizes().items())]
 
 
 def head_description(head: HeadSpec) -> str:

@@ -51,6 +51,11 @@ class GrpcSettings:
     review_queue_max_pending_bytes: int = _doc("image bytes of the results waiting to be posted; beyond it new ones "
                                                "are dropped and counted", default=256 * 1024 * 1024)
     review_queue_timeout_s: float = _doc("longest one post to --review-queue may take", default=10.0)
+    banks_database_url: str = _doc("SQLAlchemy URL of the review database that holds the known-image hash banks "
+                                   "(wildscreen-review's; e.g. sqlite:///review-data/review.sqlite3 or postgresql://...): "
+                                   "every image is matched against them; empty = no banks", default="")
+    banks_poll_s: float = _doc("how often the banks are polled for new and removed entries: the longest a new "
+                               "entry takes to reach matching, with no restart", default=5.0)
     core: CoreSettings = field(default_factory=CoreSettings)
     """What the core needs (model, batching, decoding, threads, limits): handed to the `Screener`."""
     log: LogSettings = field(default_factory=LogSettings)
@@ -75,6 +80,8 @@ class GrpcSettings:
             problems.append("review_queue_max_pending and review_queue_max_pending_bytes must be at least 1")
         if self.review_queue_timeout_s <= 0:
             problems.append("review_queue_timeout_s must be positive")
+        if self.banks_poll_s <= 0:
+            problems.append("banks_poll_s must be positive")
         if problems:
             raise ValueError("; ".join(problems))
 

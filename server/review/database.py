@@ -29,12 +29,19 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 def connect(url: str) -> Engine:
     """An engine for `url`, the schema migrated to the newest revision."""
+    engine = open_engine(url)
+    upgrade(engine)
+    return engine
+
+
+def open_engine(url: str) -> Engine:
+    """An engine for `url` as it is, not migrated: for a reader that does not own the database
+    (the screening server reading the hash banks)."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     engine = create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-    upgrade(engine)
     return engine
 
 

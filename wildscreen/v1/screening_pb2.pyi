@@ -120,7 +120,7 @@ class ClassInfo(_message.Message):
     def __init__(self, id: _Optional[int] = ..., label: _Optional[str] = ..., flag_threshold: _Optional[float] = ..., review_threshold: _Optional[float] = ...) -> None: ...
 
 class ScreenResponse(_message.Message):
-    __slots__ = ("request_id", "verdict", "detections", "image_width", "image_height", "model", "timing", "overlay", "error", "thresholds", "min_confidence", "image_scores", "head", "image_thresholds", "decided_by")
+    __slots__ = ("request_id", "verdict", "detections", "image_width", "image_height", "model", "timing", "overlay", "error", "thresholds", "min_confidence", "image_scores", "head", "image_thresholds", "decided_by", "matches")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     DETECTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +136,7 @@ class ScreenResponse(_message.Message):
     HEAD_FIELD_NUMBER: _ClassVar[int]
     IMAGE_THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
     DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     verdict: Verdict
     detections: _containers.RepeatedCompositeFieldContainer[Detection]
@@ -151,7 +152,36 @@ class ScreenResponse(_message.Message):
     head: ModelRef
     image_thresholds: _containers.RepeatedCompositeFieldContainer[ClassInfo]
     decided_by: str
-    def __init__(self, request_id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., overlay: _Optional[bytes] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., thresholds: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., min_confidence: _Optional[float] = ..., image_scores: _Optional[_Iterable[_Union[ImageScore, _Mapping]]] = ..., head: _Optional[_Union[ModelRef, _Mapping]] = ..., image_thresholds: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., decided_by: _Optional[str] = ...) -> None: ...
+    matches: _containers.RepeatedCompositeFieldContainer[KnownImageMatch]
+    def __init__(self, request_id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., overlay: _Optional[bytes] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., thresholds: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., min_confidence: _Optional[float] = ..., image_scores: _Optional[_Iterable[_Union[ImageScore, _Mapping]]] = ..., head: _Optional[_Union[ModelRef, _Mapping]] = ..., image_thresholds: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., decided_by: _Optional[str] = ..., matches: _Optional[_Iterable[_Union[KnownImageMatch, _Mapping]]] = ...) -> None: ...
+
+class KnownImageMatch(_message.Message):
+    __slots__ = ("bank", "label", "distance", "reference_id", "added", "action", "signal")
+    BANK_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    bank: str
+    label: str
+    distance: int
+    reference_id: str
+    added: str
+    action: Verdict
+    signal: str
+    def __init__(self, bank: _Optional[str] = ..., label: _Optional[str] = ..., distance: _Optional[int] = ..., reference_id: _Optional[str] = ..., added: _Optional[str] = ..., action: _Optional[_Union[Verdict, str]] = ..., signal: _Optional[str] = ...) -> None: ...
+
+class BankInfo(_message.Message):
+    __slots__ = ("name", "action", "entries")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    action: Verdict
+    entries: int
+    def __init__(self, name: _Optional[str] = ..., action: _Optional[_Union[Verdict, str]] = ..., entries: _Optional[int] = ...) -> None: ...
 
 class ImageScore(_message.Message):
     __slots__ = ("label", "class_id", "score", "verdict", "heat_box", "heat_box_normalized")
@@ -174,7 +204,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model", "classes", "input_size", "device", "backend", "max_batch_size", "trained", "default_min_confidence", "max_batch_delay_ms", "backend_reason", "head", "head_classes", "head_backbone")
+    __slots__ = ("model", "classes", "input_size", "device", "backend", "max_batch_size", "trained", "default_min_confidence", "max_batch_delay_ms", "backend_reason", "head", "head_classes", "head_backbone", "banks")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -188,6 +218,7 @@ class ModelInfo(_message.Message):
     HEAD_FIELD_NUMBER: _ClassVar[int]
     HEAD_CLASSES_FIELD_NUMBER: _ClassVar[int]
     HEAD_BACKBONE_FIELD_NUMBER: _ClassVar[int]
+    BANKS_FIELD_NUMBER: _ClassVar[int]
     model: ModelRef
     classes: _containers.RepeatedCompositeFieldContainer[ClassInfo]
     input_size: int
@@ -201,7 +232,8 @@ class ModelInfo(_message.Message):
     head: ModelRef
     head_classes: _containers.RepeatedCompositeFieldContainer[ClassInfo]
     head_backbone: str
-    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., input_size: _Optional[int] = ..., device: _Optional[str] = ..., backend: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., trained: _Optional[bool] = ..., default_min_confidence: _Optional[float] = ..., max_batch_delay_ms: _Optional[float] = ..., backend_reason: _Optional[str] = ..., head: _Optional[_Union[ModelRef, _Mapping]] = ..., head_classes: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., head_backbone: _Optional[str] = ...) -> None: ...
+    banks: _containers.RepeatedCompositeFieldContainer[BankInfo]
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., input_size: _Optional[int] = ..., device: _Optional[str] = ..., backend: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., trained: _Optional[bool] = ..., default_min_confidence: _Optional[float] = ..., max_batch_delay_ms: _Optional[float] = ..., backend_reason: _Optional[str] = ..., head: _Optional[_Union[ModelRef, _Mapping]] = ..., head_classes: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., head_backbone: _Optional[str] = ..., banks: _Optional[_Iterable[_Union[BankInfo, _Mapping]]] = ...) -> None: ...
 
 class ReloadModelRequest(_message.Message):
     __slots__ = ("version",)

@@ -1,0 +1,95 @@
+"""Known-image matching in a running server, over real gRPC: a banked photo comes back raised to its
+bank's action with the match in the answer, whatever the model says; an entry added or removed
+while the server runs reaches matching within the poll interval, with no restart."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from server.core.errors import ModelError
+from server.core.pdq import hash_image
+from server.grpc.app import WildscreenServer
+from server.review.banks import BankStore, EntryInput
+from server.review.database import connect, default_url
+from tests.support.servers import in_process_server, small_config
+from wildscreen.v1 import screening_pb2 as pb
+
+
+def photo(seed: int) -> np.ndarray:
+    """A 480x360 picture with structure at several scales (PDQ needs more than noise or a flat field)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (9, 12, 3), dtype=np.uint8)
+    image = cv2.resize(small, (480, 360), interpolation=cv2.INTER_CUBIC)
+    cv2.circle(image, (int(rng.integers(100, 380)), int(rng.integers(80, 280))), 60, (255, 255, 255), -1)
+    return image
+
+
+def encoded(image: np.ndarray, quality: int = 90) -> bytes:
+    return cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
+
+
+@pytest.fixture()
+def banks(tmp_path):
+    url = default_url(tmp_path)
+    engine = connect(url)  # what wildscreen-review does at start: the bank tables exist
+    store = BankStore(engine)
+    store.create("acme-confirmed", "FLAG", "acme")
+    store.create("partner-cases", "REVIEW", "partner")
+    yield url, store
+    engine.dispose()
+
+
+def test_a_banked_photo_is_caught_again_and_new_entries_arrive_without_a_restart(untrained_weights, banks):
+    url, store = banks
+    seized, later, unrelated = photo(1), photo(2), photo(3)
+    store.add("acme-confirmed", EntryInput(hash_image(seized).hex, "ivory", "C-123"), by="ana")
+
+    async def go():
+        config = small_config(untrained_weights, banks_database_url=url, banks_poll_s=0.1)
+        async with in_process_server(config) as (server, stub):
+            copies = [encoded(seized, 30), encoded(cv2.resize(seized, (240, 180))), encoded(cv2.flip(seized, 1)),
+                      encoded(cv2.rotate(seized, cv2.ROTATE_90_CLOCKWISE))]
+            answers = [await stub.Screen(pb.ScreenRequest(image=c)) for c in copies]
+            clear = await stub.Screen(pb.ScreenRequest(image=encoded(unrelated)))
+            info = await stub.GetModelInfo(pb.GetModelInfoRequest())
+
+            # Added while the server runs: caught within the poll interval.
+            store.add("partner-cases", EntryInput(hash_image(later).hex, "known_trafficking_image", "P-9"), by="import")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                fresh = await stub.Screen(pb.ScreenRequest(image=encoded(later)))
+                if fresh.matches:
+                    break
+                await asyncio.sleep(0.1)
+            # Removed (a reversed decision): no longer matched.
+            store.remove("acme-confirmed", hash_image(seized).hex, by="ana")
+            while time.monotonic() < deadline:
+                gone = await stub.Screen(pb.ScreenRequest(image=encoded(seized)))
+                if not gone.matches:
+                    break
+                await asyncio.sleep(0.1)
+            return answers, clear, info, fresh, gone
+
+    answers, clear, info, fresh, gone = asyncio.run(go())
+    for answer in answers:  # re-encoded at q30, halved, mirrored, turned: each still the banked photo
+        assert answer.verdict == pb.VERDICT_FLAG and answer.decided_by == "known image"
+        (match,) = answer.matches
+        assert (match.bank, match.label, match.reference_id, match.action, match.signal) == (
+            "acme-confirmed", "ivory", "C-123", pb.VERDICT_FLAG, "pdq")
+        assert match.distance <= 31 and match.added.startswith("20")
+    assert clear.verdict == pb.VERDICT_CLEAR and not clear.matches
+    assert {(b.name, b.action, b.entries) for b in info.banks} == {
+        ("acme-confirmed", pb.VERDICT_FLAG, 1), ("partner-cases", pb.VERDICT_REVIEW, 0)}
+    assert fresh.verdict == pb.VERDICT_REVIEW and fresh.matches[0].reference_id == "P-9"
+    assert not gone.matches and gone.verdict == pb.VERDICT_CLEAR
+
+
+def test_a_banks_database_without_bank_tables_is_refused_at_start(untrained_weights, tmp_path):
+    empty = f"sqlite:///{tmp_path / 'nothing.sqlite3'}"
+    with pytest.raises(ModelError, match="has no tables bank_entries, banks: start wildscreen-review on it once"):
+        WildscreenServer(small_config(untrained_weights, banks_database_url=empty))
