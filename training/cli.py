@@ -16,6 +16,7 @@
     head-detector  a promoted detector's per-class scores on the image-level head's photos, cached
     head-fit       fit, calibrate (with the detector) and write the image-level head of one variant
     head-evaluate  detector alone, head alone and both, per class and held-out source; candidate heads
+    head-promote   a new version in weights/: a promoted detector plus a fitted image-level head
 
 Each prints a summary at the end and exits non-zero on failure. See README "Retraining".
 """
@@ -30,12 +31,13 @@ from server.offline import stay_offline
 from training.imagelevel import detector as head_detector
 from training.imagelevel import evaluate as head_evaluate
 from training.imagelevel import fit as head_fit
+from training.imagelevel import promote as head_promote
 from training.labelling import autolabel, composite
 from training.recipes import build_default
 from training.steps import check, compare, evaluate, export, importing, mine, promote, split, train
 
 COMMANDS = (importing, check, split, train, evaluate, export, promote, compare, mine, autolabel, composite, build_default,
-            head_detector, head_fit, head_evaluate)
+            head_detector, head_fit, head_evaluate, head_promote)
 """The modules that register commands, in --help's order: each has `add_command(subparsers)`,
 which adds its subcommand(s) and sets `handler`, a function of the parsed arguments that returns
 the exit status."""
