@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from server.core.bank_rows import BankEntry
 from server.core.errors import Conflict, InvalidInput, NotFound
@@ -146,32 +147,25 @@ class BankStore:
     def add(self, bank: str, entry: EntryInput, by: str) -> StoredEntry:
         """Add one hash (or bring back a removed one); Conflict when the bank already holds it."""
         with self.engine.begin() as conn:
-            bank_id, organisation = _bank_row(conn, bank)
-            seq = _next_seqs(conn, 1)
-            existing = conn.execute(select(BankEntryRow.id, BankEntryRow.removed_at)
-                                    .where(BankEntryRow.bank_id == bank_id, BankEntryRow.hash == entry.hash)).first()
-            values = _row_values(entry, organisation, by, seq)
-            if existing is None:
-                entry_id = conn.execute(insert(BankEntryRow).values(bank_id=bank_id, **values)).inserted_primary_key[0]
-            elif existing.removed_at is None:
-                raise Conflict(f"bank {bank!r} already holds {entry.hash} (entry {existing.id})")
-            else:
-                entry_id = existing.id
-                conn.execute(update(BankEntryRow).where(BankEntryRow.id == entry_id).values(**values))
+            entry_id, _ = add_in(conn, bank, entry, by)
         return self.entry(entry_id)
 
     def remove(self, bank: str, hash_hex: str, by: str) -> StoredEntry:
         """Tombstone an entry: it stops matching everywhere at the replicas' next poll."""
-        hash_hex = from_hex(hash_hex).hex()
         with self.engine.begin() as conn:
-            bank_id, _ = _bank_row(conn, bank)
-            seq = _next_seqs(conn, 1)
-            done = conn.execute(update(BankEntryRow).where(BankEntryRow.bank_id == bank_id, BankEntryRow.hash == hash_hex,
-                                                           BankEntryRow.removed_at.is_(None))
-                                .values(seq=seq, removed_at=now(), removed_by=by).returning(BankEntryRow.id)).first()
-            if done is None:
-                raise NotFound(f"bank {bank!r} holds no {hash_hex}")
-        return self.entry(done.id)
+            entry_id = remove_in(conn, bank, hash_hex, by)
+        return self.entry(entry_id)
+
+    def ensure(self, name: str, action: str, organisation: str, description: str = "") -> BankInfo:
+        """The bank `name`, created with `action` if missing (two processes starting at once: one creates it)."""
+        try:
+            return self.bank(name)
+        except NotFound:
+            pass
+        try:
+            return self.create(name, action, organisation, description)
+        except (Conflict, IntegrityError):
+            return self.bank(name)
 
     def entry(self, entry_id: int) -> StoredEntry:
         with self.engine.connect() as conn:
@@ -224,6 +218,38 @@ class BankStore:
                     chunk = []
             _load_chunk(conn, bank_id, organisation, chunk, by, report)
         return report
+
+
+def add_in(conn: Connection, bank: str, entry: EntryInput, by: str, exist_ok: bool = False) -> tuple[int, bool]:
+    """Add one hash inside the caller's transaction: (entry id, whether it was added). A hash the bank
+    holds already is a Conflict, or with `exist_ok` that entry unchanged; a removed one comes back."""
+    bank_id, organisation = _bank_row(conn, bank)
+    seq = _next_seqs(conn, 1)  # first: the counter's lock makes two adds of one hash take turns
+    existing = conn.execute(select(BankEntryRow.id, BankEntryRow.removed_at)
+                            .where(BankEntryRow.bank_id == bank_id, BankEntryRow.hash == entry.hash)).first()
+    values = _row_values(entry, organisation, by, seq)
+    if existing is None:
+        return conn.execute(insert(BankEntryRow).values(bank_id=bank_id, **values)).inserted_primary_key[0], True
+    if existing.removed_at is None:
+        if exist_ok:
+            return existing.id, False
+        raise Conflict(f"bank {bank!r} already holds {entry.hash} (entry {existing.id})")
+    conn.execute(update(BankEntryRow).where(BankEntryRow.id == existing.id).values(**values))
+    return existing.id, True
+
+
+def remove_in(conn: Connection, bank: str, hash_hex: str, by: str, missing_ok: bool = False) -> int | None:
+    """Tombstone an entry inside the caller's transaction: its id; NotFound (None with `missing_ok`)
+    when the bank holds no such live entry."""
+    hash_hex = from_hex(hash_hex).hex()
+    bank_id, _ = _bank_row(conn, bank)
+    seq = _next_seqs(conn, 1)
+    done = conn.execute(update(BankEntryRow).where(BankEntryRow.bank_id == bank_id, BankEntryRow.hash == hash_hex,
+                                                   BankEntryRow.removed_at.is_(None))
+                        .values(seq=seq, removed_at=now(), removed_by=by).returning(BankEntryRow.id)).first()
+    if done is None and not missing_ok:
+        raise NotFound(f"bank {bank!r} holds no {hash_hex}")
+    return done.id if done is not None else None
 
 
 def _load_chunk(conn: Connection, bank_id: int, organisation: str, chunk: list[tuple[int, EntryInput]], by: str,

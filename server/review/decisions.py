@@ -5,6 +5,7 @@ not at all, so a crash in the middle loses nothing and records nothing half-done
 decision like any other (its own row in `decisions`, with before and after): the item goes back
 to the queue, held by the reviewer who undid it, and only that reviewer's latest decision can be
 undone (an item someone else decided is theirs to undo, and an older one may have been built on).
+The own bank's entry of a confirmed photo is written in the same transaction (server.review.own_bank).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from server.review import own_bank
 from server.review.intake import check_box
 from server.review.outcomes import outcome_of
 from server.review.schema import ACTIONS, DECIDED, DECISIONS, QUEUED, REASONS, UNDO, Decision, Item
@@ -56,8 +58,11 @@ def _state(item: Item) -> dict:
 
 
 def decide(sessions: sessionmaker[Session], item_id: int, reviewer: str, action: str, boxes: list | None = None,
-           note: str = "", reason: str | None = None) -> Item:
-    """Record `action` by `reviewer` on their claimed item; returns the item as it is after."""
+           note: str = "", reason: str | None = None, banking: own_bank.Banking | None = None) -> Item:
+    """Record `action` by `reviewer` on their claimed item; returns the item as it is after.
+
+    With `banking`, a confirm or fix adds the photo's hash to the own bank in the same transaction
+    (server.review.own_bank); a reject takes back what the item stood behind, with or without."""
     _check(action, note, reason)
     with sessions() as session, session.begin():
         item = session.get(Item, item_id, with_for_update=True)
@@ -76,6 +81,11 @@ def decide(sessions: sessionmaker[Session], item_id: int, reviewer: str, action:
             item.reason = reason
             item.outcome, item.relabelled_to = outcome_of(action, item.detections, item.final_boxes)
             after = _state(item)
+            banked, remark = own_bank.after_decision(session, item, action, reviewer, banking)
+            if banked is not None:
+                after["own_bank"] = banked
+            if remark:
+                note = f"{note}\n{remark}" if note else remark
         item.claimed_by, item.claim_expires = None, None
         session.add(Decision(item_id=item_id, reviewer=reviewer, at=now(), action=action, before=before, after=after, note=note))
     return item
@@ -111,11 +121,14 @@ def undo(sessions: sessionmaker[Session], item_id: int, reviewer: str, claim: ti
             raise Conflict(f"only your last decision can be undone; it was on item {last.item_id if last else '-'}")
         before = _state(item)
         moment = now()
+        after = {"state": QUEUED, "decision": None}
+        released = own_bank.release(session, item, reviewer)  # the own bank's entry goes with the decision
+        if released is not None:
+            after["own_bank"] = released
         item.state, item.decision, item.final_boxes, item.decided_by, item.decided_at = QUEUED, None, None, None, None
         item.reason, item.outcome, item.relabelled_to = None, None, None
         item.claimed_by, item.claim_expires = reviewer, moment + claim
-        session.add(Decision(item_id=item_id, reviewer=reviewer, at=moment, action=UNDO, before=before,
-                             after={"state": QUEUED, "decision": None}, note=""))
+        session.add(Decision(item_id=item_id, reviewer=reviewer, at=moment, action=UNDO, before=before, after=after, note=""))
     return item
 
 

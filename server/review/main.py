@@ -33,7 +33,8 @@ def open_store(config: ReviewSettings):
 
     config.data_dir.mkdir(parents=True, exist_ok=True)
     engine = connect(config.database_url or default_url(config.data_dir))
-    return ReviewStore(engine, config.data_dir, claim_seconds=config.claim_seconds), engine
+    return ReviewStore(engine, config.data_dir, claim_seconds=config.claim_seconds, own_bank=config.own_bank.strip(),
+                       own_bank_organisation=config.own_bank_organisation), engine
 
 
 def build_app(config: ReviewSettings, serve: ReviewServeSettings):

@@ -35,6 +35,7 @@ class Item(Base):
         Index("uq_items_image_key", "image_key", unique=True),
         Index("ix_items_listing", "listing_id"),
         Index("ix_items_model_version", "model_version"),
+        Index("ix_items_pdq_hash", "pdq_hash"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -72,6 +73,19 @@ class Item(Base):
     outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
     """What the decision says about the model's class (server.review.outcomes), stored for the stats."""
     relabelled_to: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # What the screening result said beyond the boxes (migration 0005; NULL on older items).
+    matches: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    """Known-image matches (server.review.intake._matches): banked photos this image is a copy of."""
+    screen_decided_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The result's `decided_by` ("known image", "detector", "image-level head"); not the reviewer (decided_by)."""
+    image_scores: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    image_thresholds: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    head: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    """The image-level head's ModelRef (name, version, sha256)."""
+    pdq_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The photo's PDQ hash (hex), computed when a decision first needed it (server.review.own_bank)."""
+    banked_in: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    """The own bank whose entry of `pdq_hash` this item's confirm or fix stands behind; NULL otherwise."""
 
 
 class Decision(Base):

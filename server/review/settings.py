@@ -21,6 +21,10 @@ class ReviewSettings:
     data_dir: Path = setting("images, the SQLite file and the signing key", default=Path("review-data"))
     database_url: str | None = setting("SQLAlchemy URL; default: SQLite in --data-dir", default=None)
     claim_seconds: float = setting("how long a reviewer holds an item before others may take it", default=600.0)
+    own_bank: str = setting("the hash bank confirmed photos go to (created at start, action FLAG); '' for none",
+                            default="confirmed")
+    own_bank_organisation: str = setting("the owner named on the own bank when it is created (what partners see in "
+                                         "an export)", default="")
 
 
 @dataclass(frozen=True)

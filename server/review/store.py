@@ -20,6 +20,8 @@ from sqlalchemy.exc import IntegrityError
 from server.core.decoding import DecodeLimits
 from server.core.errors import Conflict, NotFound
 from server.review import decisions
+from server.review import own_bank as own_bank_module
+from server.review.banks import BankStore
 from server.review.clock import aware, now
 from server.review.database import sessions
 from server.review.intake import QUEUED_VERDICTS, read_submission, store_image
@@ -70,17 +72,30 @@ def item_view(item: Item) -> dict:
         "decided_at": aware(item.decided_at).isoformat() if item.decided_at else None, "claimed_by": item.claimed_by,
         "claim_expires": aware(item.claim_expires).isoformat() if item.claim_expires else None,
         "image_url": f"/items/{item.id}/image", "page_url": f"/items/{item.id}",
+        "matches": item.matches or [], "screen_decided_by": item.screen_decided_by or "",
+        "image_scores": _image_scores_with_thresholds(item), "head": item.head, "banked_in": item.banked_in,
     }
+
+
+def _image_scores_with_thresholds(item: Item) -> list[dict]:
+    """The head's scores, each with its class's image-level review and flag thresholds."""
+    limits = {t.get("label"): t for t in item.image_thresholds or [] if isinstance(t, dict)}
+    return [{**s, "review_threshold": limits.get(s["label"], {}).get("review_threshold"),
+             "flag_threshold": limits.get(s["label"], {}).get("flag_threshold")} for s in item.image_scores or []]
 
 
 class ReviewStore:
     def __init__(self, engine: Engine, data_dir: Path, claim_seconds: float = 600.0,
-                 limits: DecodeLimits = DecodeLimits()) -> None:
+                 limits: DecodeLimits = DecodeLimits(), own_bank: str = "", own_bank_organisation: str = "") -> None:
         self.engine = engine
         self.sessions = sessions(engine)
         self.images_dir = Path(data_dir) / "images"
         self.lease = timedelta(seconds=claim_seconds)
         self.limits = limits
+        self.own_bank = own_bank
+        """Where confirmed photos' hashes go (server.review.own_bank); "" keeps them out of every bank."""
+        if own_bank:
+            own_bank_module.ensure(BankStore(engine), own_bank, own_bank_organisation)
 
     # intake ------------------------------------------------------------------------------------
     def add(self, image: bytes, result: dict, listing_id: str = "") -> Added:
@@ -97,6 +112,8 @@ class ReviewStore:
                 priority=sub.priority, top_confidence=sub.top_confidence, top_label=sub.top_label,
                 detections=sub.detections, thresholds=sub.thresholds, model_name=sub.model["name"],
                 model_version=sub.model["version"], model_sha256=sub.model["sha256"], arrived_at=now(), state=QUEUED,
+                matches=sub.matches, screen_decided_by=sub.screen_decided_by, image_scores=sub.image_scores,
+                image_thresholds=sub.image_thresholds, head=sub.head,
             )
             session.add(item)
             try:
@@ -230,8 +247,13 @@ class ReviewStore:
     # decisions (server.review.decisions) ----------------------------------------------------------
     def decide(self, item_id: int, reviewer: str, action: str, boxes: list | None = None, note: str = "",
                reason: str | None = None) -> dict:
-        """Record `action` by `reviewer` on their claimed item; returns the item as it is after."""
-        return item_view(decisions.decide(self.sessions, item_id, reviewer, action, boxes, note, reason))
+        """Record `action` by `reviewer` on their claimed item; returns the item as it is after. A
+        confirm or fix also banks the photo's hash in the own bank, hashed here, before the transaction."""
+        banking = None
+        if self.own_bank and action in ("confirm", "fix"):
+            image = self.images_dir / self.get(item_id).image_file
+            banking = own_bank_module.Banking(self.own_bank, own_bank_module.fingerprint(image, self.limits))
+        return item_view(decisions.decide(self.sessions, item_id, reviewer, action, boxes, note, reason, banking))
 
     def undo(self, item_id: int, reviewer: str) -> dict:
         """Take back `reviewer`'s last decision (on `item_id`); the item is theirs again."""

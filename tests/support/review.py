@@ -37,7 +37,8 @@ class ReviewService:
 def review_service(data_dir: Path, database_url: str | None = None, **app_options) -> Iterator[ReviewService]:
     data_dir.mkdir(parents=True, exist_ok=True)
     engine = connect(database_url or default_url(data_dir))
-    store = ReviewStore(engine, data_dir, claim_seconds=app_options.pop("claim_seconds", 600.0))
+    store = ReviewStore(engine, data_dir, claim_seconds=app_options.pop("claim_seconds", 600.0),
+                        own_bank=app_options.pop("own_bank", ""))
     accounts = Accounts(engine, load_secret(data_dir))
     keys = KeyStore(data_dir / "keys.json")
     app = ReviewApp(store, accounts, keys, **app_options).starlette()

@@ -2,6 +2,8 @@
 // Labels are text on a solid background in the class colour, laid out so that no two overlap and
 // none leaves the image; handles are drawn last and kept inside the image, so that a box touching
 // the image's edge can still be resized. Item data goes in with textContent and attributes only.
+// The image-level head's heat boxes (where it looked for a class it called for) are drawn dashed,
+// labelled "image-level": not detections, never selected, moved or saved with a fix.
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -49,15 +51,15 @@ export class BoxEditor {
   constructor(svg, classes, onChange) {
     this.svg = svg; this.classes = classes; this.onChange = onChange;
     this.width = 1; this.height = 1; this.zoom = 1;
-    this.boxes = []; this.weak = []; this.selected = -1;
+    this.boxes = []; this.weak = []; this.heat = []; this.selected = -1;
     this.showBoxes = true; this.showWeak = false; this.adding = false; this.readOnly = false;
     svg.addEventListener("pointerdown", (e) => this.startAdd(e));
   }
 
   colourOf(label) { const c = this.classes.find((k) => k.label === label); return c ? c.colour : "#ff00ff"; }
 
-  load(width, height, boxes, weak, readOnly) {
-    Object.assign(this, { width, height, boxes, weak, readOnly, selected: boxes.length ? 0 : -1, adding: false });
+  load(width, height, boxes, weak, readOnly, heat = []) {
+    Object.assign(this, { width, height, boxes, weak, readOnly, heat, selected: boxes.length ? 0 : -1, adding: false });
     this.svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   }
 
@@ -73,6 +75,13 @@ export class BoxEditor {
     if (!this.showBoxes) return;
     const bodies = svgEl("g", { class: "bodies" }), labels = svgEl("g", { class: "labels" }), handles = svgEl("g", { class: "handles" });
     const pending = [];
+    this.heat.forEach((h) => {
+      const g = svgEl("g", { class: "heat", "data-label": h.label });
+      g.append(svgEl("rect", { x: h.x_min, y: h.y_min, width: h.x_max - h.x_min, height: h.y_max - h.y_min, stroke: this.colourOf(h.label),
+        "stroke-width": 2 * px, "stroke-dasharray": `${8 * px} ${5 * px}`, fill: "none" }));
+      bodies.append(g);
+      pending.push({ box: h, text: `image-level ${h.label} ${h.score.toFixed(2)}`, heat: true });
+    });
     if (this.showWeak) this.weak.forEach((b, i) => {
       const g = svgEl("g", { class: "weak", "data-weak": i });
       g.append(svgEl("rect", { x: b.x_min, y: b.y_min, width: b.x_max - b.x_min, height: b.y_max - b.y_min, stroke: this.colourOf(b.label),
@@ -89,13 +98,14 @@ export class BoxEditor {
       bodies.append(rect);
       pending.unshift({ box: b, text: this.labelText(b, false), weak: false, index: i });
     });
-    // Strong boxes' labels are placed first (the selected one before all), weak ones after.
-    pending.sort((a, b) => (a.weak - b.weak) || ((b.index === this.selected) - (a.index === this.selected)) || (a.index - b.index));
+    // Strong boxes' labels are placed first (the selected one before all), then the image-level ones, weak ones last.
+    const rank = (l) => (l.weak ? 2 : l.heat ? 1 : 0);
+    pending.sort((a, b) => (rank(a) - rank(b)) || ((b.index === this.selected) - (a.index === this.selected)) || ((a.index ?? 0) - (b.index ?? 0)));
     measure.font = `600 ${LABEL_FONT_PX}px system-ui, sans-serif`;
     for (const l of pending) { l.w = (measure.measureText(l.text).width + 2 * LABEL_PAD_PX) * px; l.h = (LABEL_FONT_PX + 2 * LABEL_PAD_PX) * px; }
     for (const l of layoutLabels(pending, this.width, this.height)) {
       const colour = this.colourOf(l.box.label);
-      const g = svgEl("g", { class: l.weak ? "label weak-label" : "label", opacity: l.weak ? 0.75 : 1 });
+      const g = svgEl("g", { class: l.weak ? "label weak-label" : l.heat ? "label heat-label" : "label", opacity: l.weak ? 0.75 : 1 });
       g.append(svgEl("rect", { x: l.x, y: l.y, width: l.w, height: l.h, fill: colour, class: "label-bg" }));
       const t = svgEl("text", { x: l.x + LABEL_PAD_PX * px, y: l.y + (LABEL_PAD_PX + LABEL_FONT_PX * 0.82) * px,
         "font-size": LABEL_FONT_PX * px, fill: textColourOn(colour) });

@@ -63,6 +63,41 @@ function showListing(others) {
   $("listing-none").hidden = others.length > 0;
 }
 
+// "matches case C-123 in bank X, distance 12 (added 2026-12-01)", one line per known-image match;
+// the image-level head's scores beside their thresholds.
+function showKnown(item) {
+  const matches = item ? item.matches || [] : [], scores = item ? item.image_scores || [] : [];
+  const list = $("matches");
+  list.replaceChildren();
+  for (const m of matches) {
+    const li = document.createElement("li");
+    const ref = m.reference_id ? `case ${m.reference_id}` : "an entry";
+    const added = m.added ? ` (added ${m.added.slice(0, 10)})` : "";
+    li.textContent = `matches ${ref} in bank ${m.bank}, distance ${m.distance}${added}`;
+    const what = document.createElement("span");
+    what.className = "muted";
+    what.textContent = ` ${m.label || "?"}, ${m.action}, ${m.signal}`;
+    li.append(what);
+    list.append(li);
+  }
+  $("known").hidden = matches.length === 0;
+  const ol = $("image-scores");
+  ol.replaceChildren();
+  for (const s of scores) {
+    const li = document.createElement("li");
+    const called = s.verdict === "REVIEW" || s.verdict === "FLAG";
+    li.className = called ? "called" : "";
+    li.textContent = `${s.label} ${s.score.toFixed(2)}`;
+    const limits = document.createElement("span");
+    limits.className = "thresholds";
+    limits.textContent = ` review ${threshold(s.review_threshold)} / flag ${threshold(s.flag_threshold)}${called ? " \u2192 " + s.verdict : ""}`;
+    li.append(limits);
+    ol.append(li);
+  }
+  $("image-level").hidden = scores.length === 0;
+  $("head").textContent = item && item.head ? `${item.head.name} ${item.head.version}` : "";
+}
+
 function show(data) {
   setUndo(data.undoable);
   const item = data.item;
@@ -70,14 +105,17 @@ function show(data) {
   $("empty").hidden = !!item;
   $("stage").hidden = !item;
   $("note").value = "";
-  for (const id of ["verdict", "position", "model", "listing", "request", "source", "arrived", "item-link", "state"]) $(id).textContent = "";
-  if (!item) { boxes.load(1, 1, [], [], true); showListing([]); drawList(); return; }
+  for (const id of ["verdict", "position", "model", "listing", "request", "source", "arrived", "item-link", "state",
+    "screen-decided-by", "banked-in"]) $(id).textContent = "";
+  if (!item) { boxes.load(1, 1, [], [], true); showListing([]); showKnown(null); drawList(); return; }
   const box = (d) => ({ label: d.label, x_min: d.x_min, y_min: d.y_min, x_max: d.x_max, y_max: d.y_max, confidence: d.confidence ?? null,
     review_threshold: d.review_threshold ?? null, flag_threshold: d.flag_threshold ?? null, deciding: !!d.deciding });
   const decided = item.state === "decided";
   const mine = item.claimed_by === main.dataset.reviewer;
   const shown = decided ? (item.final_boxes || []).map(box) : item.detections.filter((d) => d.strong).map(box);
-  boxes.load(item.width, item.height, shown, decided ? [] : item.detections.filter((d) => !d.strong).map(box), decided || !mine);
+  const heat = (item.image_scores || []).filter((s) => s.heat_box && (s.verdict === "REVIEW" || s.verdict === "FLAG"))
+    .map((s) => ({ label: s.label, score: s.score, ...s.heat_box }));
+  boxes.load(item.width, item.height, shown, decided ? [] : item.detections.filter((d) => !d.strong).map(box), decided || !mine, heat);
   $("verdict").textContent = item.verdict;
   $("verdict").className = "verdict " + item.verdict.toLowerCase();
   $("position").textContent = data.position ? `item ${data.position.n} of ${data.position.of}` : "";
@@ -86,6 +124,9 @@ function show(data) {
   $("request").textContent = item.request_id;
   $("source").textContent = item.source_path || "-";
   $("arrived").textContent = when(item.arrived_at);
+  $("screen-decided-by").textContent = item.screen_decided_by || "-";
+  $("banked-in").textContent = item.banked_in ? `in bank ${item.banked_in}` : "-";
+  showKnown(item);
   $("item-link").textContent = `#${item.id}`;
   $("item-link").href = item.page_url;
   $("state").textContent = decided ? `${item.decision}${item.reason ? " (" + item.reason.replace(/_/g, " ") + ")" : ""} by ${item.decided_by}`

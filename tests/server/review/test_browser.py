@@ -204,3 +204,49 @@ def test_a_reviewer_works_through_the_queue_and_the_export_trains(browser, tmp_p
     groups = {row.split(",")[2] for row in (dataset / "meta.csv").read_text().splitlines()[1:]} if (dataset / "meta.csv").exists() else None
     if groups is not None:
         assert len(groups) == 2  # the two listings, each one group for `training split`
+
+
+def test_the_page_shows_known_image_matches_and_the_image_level_box(browser, tmp_path):
+    """A v3 result with a known-image match: the match line, the head's scores beside their
+    thresholds, its heat box dashed and labelled "image-level" (not a box to edit), every label
+    apart; confirming it puts the photo's hash in the own bank."""
+    photo, = photos(1, SHARED)
+    x1, y1, x2, y2 = photo.boxes[0]
+    line = screen_line("v3-req", "VERDICT_FLAG", photo.width, photo.height, [("ivory", 0.45, photo.boxes[0])]) | {
+        "decided_by": "known image",
+        "matches": [{"bank": "partner-wwf", "label": "ivory", "distance": 12, "reference_id": "C-123",
+                     "added": "2026-12-01T09:30:00Z", "action": "VERDICT_FLAG", "signal": "pdq"}],
+        "image_scores": [{"label": "ivory", "class_id": 0, "score": 0.77, "verdict": "VERDICT_REVIEW",
+                          "heat_box": {"x_min": x1 + 3, "y_min": y1 + 3, "x_max": x2 - 3, "y_max": y2 - 3}},
+                         {"label": "tiger_parts", "class_id": 2, "score": 0.02, "verdict": "VERDICT_CLEAR",
+                          "heat_box": {"x_min": 1.0, "y_min": 1.0, "x_max": 30.0, "y_max": 30.0}}],
+        "image_thresholds": [{"id": 0, "label": "ivory", "review_threshold": 0.5, "flag_threshold": 0.9},
+                             {"id": 2, "label": "tiger_parts", "review_threshold": 0.6}],
+    }
+    with review_service(tmp_path / "review", own_bank="confirmed") as service:
+        answer = httpx.post(f"{service.url}/api/items", files={"image": ("p.jpg", photo.jpeg)},
+                            data={"result": json.dumps(line), "listing_id": "listing-v3"}, headers={"x-requested-by": "wildscreen"})
+        assert answer.status_code == 201, answer.text
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(service.url)
+        expect(page.locator("#matches li")).to_have_count(1)
+        assert page.locator("#matches li").inner_text().startswith(
+            "matches case C-123 in bank partner-wwf, distance 12 (added 2026-12-01)")
+        assert page.locator("#screen-decided-by").inner_text() == "known image"
+        scores = page.locator("#image-scores").inner_text()
+        assert "ivory 0.77 review 0.50 / flag 0.90" in scores and "tiger_parts 0.02 review 0.60 / flag -" in scores
+        page.locator("rect.body").first.wait_for(state="visible")
+        assert page.locator("g.heat").count() == 1  # only the class the head called for
+        assert page.locator("g.heat rect").get_attribute("stroke-dasharray")
+        assert "image-level ivory 0.77" in page.locator("g.heat-label").text_content()
+        assert page.locator("rect.body").count() == 1 and page.locator("rect.handle").count() == 4  # not editable
+        labels = label_boxes(page)
+        assert len(labels) == 2 and apart(*labels), labels  # the box's label and the image-level one, apart
+        if os.environ.get("WILDSCREEN_SCREENSHOT_V3"):
+            page.screenshot(path=os.environ["WILDSCREEN_SCREENSHOT_V3"])
+        page.keyboard.press("c")
+        page.wait_for_selector("#empty:not([hidden])")
+        from server.review.banks import BankStore
+
+        entry, = BankStore(service.store.engine).entries("confirmed")
+        assert (entry.reference_id, entry.label, entry.added_by) == ("listing-v3", "ivory", "local")

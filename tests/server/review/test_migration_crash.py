@@ -8,10 +8,9 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from server.review.database import connect, default_url, upgrade
+from server.review.database import connect, upgrade
 from server.review.store import ReviewStore
 from tests.support.review import head_revision, insert_old_items, listing_image, screen_line
 
@@ -41,22 +40,6 @@ def migrate_and_get_killed(url: str, words: str, nth: int = 1) -> None:
     run = subprocess.run([sys.executable, "-c", KILLED_MIGRATION, url, words, str(nth)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == -signal.SIGKILL, run.stderr  # it really died inside the migration
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def empty_database(request, tmp_path):
-    if request.param == "sqlite":
-        yield default_url(tmp_path)
-        return
-    base = request.getfixturevalue("postgres_url")
-    name = f"crash_{abs(hash(request.node.nodeid)) % 10**8}"
-    admin = create_engine(base.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f"CREATE DATABASE {name}"))
-    yield base.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-    admin.dispose()
 
 
 def test_a_first_start_killed_between_two_tables_starts_again(empty_database, tmp_path):

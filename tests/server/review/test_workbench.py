@@ -12,10 +12,10 @@ import httpx
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, select
 
 from server.core.errors import Conflict
-from server.review.database import MIGRATIONS, connect, default_url
+from server.review.database import MIGRATIONS, connect
 from server.review.schema import Item
 from server.review.store import ReviewStore
 from tests.support.review import insert_old_items, listing_image, review_service, screen_line
@@ -169,26 +169,10 @@ def old_store_with_one_image_twice(url: str, image: bytes) -> None:
     old.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database(request, tmp_path):
-    if request.param == "sqlite":
-        yield default_url(tmp_path)
-        return
-    base = request.getfixturevalue("postgres_url")
-    name = f"dedupe_{abs(hash(request.node.nodeid)) % 10**8}"
-    admin = create_engine(base.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f"CREATE DATABASE {name}"))
-    yield base.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-    admin.dispose()
-
-
-def test_an_old_store_keeps_its_duplicates_and_new_intake_is_deduplicated(database, tmp_path):
+def test_an_old_store_keeps_its_duplicates_and_new_intake_is_deduplicated(empty_database, tmp_path):
     image = listing_image(1)
-    old_store_with_one_image_twice(database, image)
-    engine = connect(database)  # the upgrade at start
+    old_store_with_one_image_twice(empty_database, image)
+    engine = connect(empty_database)  # the upgrade at start
     try:
         store = ReviewStore(engine, tmp_path)
         with store.sessions() as session:
