@@ -60,7 +60,8 @@ def load_head(weights: Path, device: str):
     spec = store.get(None).head_spec
     if spec is None:
         return None
-    return ImageHead.load(store.verified_path(spec.file, spec.sha256), spec, resolve_device(device))
+    return ImageHead.load(store.verified_path(spec.file, spec.sha256), spec, resolve_device(device), store.root / "cache",
+                          usable_cores())
 
 
 def bench_naive(model: Path, images: list[bytes], imgsz: int, device: str, seconds: float = 0.0,

@@ -8,6 +8,7 @@ package does nothing but import: each entry point calls `offline.stay_offline()`
         settings        GrpcSettings: address, TLS, keys, ports, workers, review feed; core and log layers
         app             the grpc.aio server with health and reflection
         ports           who may listen on a port: one server alone, or a supervisor's workers together
+        banks           --banks-database-url: the review database's hash banks, read and polled for matching
         servicer        Screening RPCs <-> core.screening
         status          the ONE table from domain errors to status codes
         auth            API-key interceptor (which RPCs need which role)
@@ -21,7 +22,7 @@ package does nothing but import: each entry point calls `offline.stay_offline()`
         review          --queue: the REVIEW and FLAG rows, with their images, sent to the review service
     review/             the reviewer workbench: a second edge (HTTP) with its own store
         main            the wildscreen-review entry point: serve, reviewers add, export
-        settings        ReviewSettings (data dir, database, claims) and ReviewServeSettings (address, keys, logs)
+        settings        ReviewSettings (data dir, database, claims, own bank) and ReviewServeSettings (address, keys, logs)
         app             log in and out, the Starlette routes
         callers         who is calling (a key, a reviewer, the local machine) and the CSRF check
         api             the JSON API: intake, next, an item (claim, decide, undo), the list, stats
@@ -34,7 +35,7 @@ package does nothing but import: each entry point calls `offline.stay_offline()`
         outcomes        what a decision says about the model's class (confirmed, moved, relabelled, rejected)
         stats           per day, model version and class: honest counts, reject reasons
         clock           UTC now, and SQLite's zone-less datetimes read back as UTC
-        intake          a submitted image and screening result, checked
+        intake          a submitted image and screening result (boxes, matches, image-level scores), checked
         schema          the tables
         database        engine, SQLite by default, Alembic upgrade at start
         export          decided items -> an Ultralytics dataset
@@ -42,14 +43,17 @@ package does nothing but import: each entry point calls `offline.stay_offline()`
         bank_schema     the banks' tables (beside schema's)
         bank_files      bank files: CSV, JSON lines, bare hex and threatexchange's PDQ lines, streamed
         banks_cli       `wildscreen-review banks list|create|add|remove|import|export`
-        env, 0001_initial, 0002_queue_order_index, 0003_workbench, 0004_banks  Alembic: env.py runs versions/ (schema, queue index, workbench)
+        own_bank        confirmed photos' PDQ hashes in the own bank, added and taken back with the decisions
+        env, 0001_initial, 0002_queue_order_index, 0003_workbench, 0004_banks, 0005_screen_context  Alembic: env.py runs versions/ (schema, queue index, workbench, banks, matches and scores)
     core/               the screening core: no protocol, no `import grpc`
-        screening       the pipeline: admit, validate, decode, batch, decide, draw
+        screening       the pipeline: admit, validate, decode, match, batch, decide, draw
+        runtime         one loaded version: engine, image-level head, decoder, batcher on one model thread
         pacing          refusals answered at a bounded rate under a retry storm
         batching        dynamic batching over asyncio
         engine          a loaded model: batched forward and NMS, boxes back
         backbone        ImageNet EfficientNet-Lite features (whole image, tiles, last map) for the image-level head
         imagehead       the image-level head (model v3): scores per class, activation maps, heat boxes
+        backbone_onnx   the head's backbone on ONNX Runtime (CPU): exported at first start, cached, checked
         pdq             PDQ hashes of decoded pixels and their 8 dihedral variants
         hash_index      faiss binary indexes: everything within a Hamming distance
         bank_rows       bank entries as numpy arrays (a million stay small)

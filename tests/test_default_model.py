@@ -42,3 +42,18 @@ def test_each_class_is_found_in_a_test_image_of_it(shipped_server, label):
     assert response.model.version == MANIFEST.version and response.model.sha256 == MANIFEST.sha256
     assert response.detections and response.detections[0].label == label
     assert response.verdict in (pb.VERDICT_REVIEW, pb.VERDICT_FLAG)
+
+
+def test_the_shipped_versions_serve_with_and_without_the_image_level_head(shipped_server):
+    """`make serve` serves the current version with its head; an older detector-only version still
+    loads from the same manifest (`--model-version v2`)."""
+    with grpc.insecure_channel(shipped_server.target) as channel:
+        info = pb_grpc.ScreeningStub(channel).GetModelInfo(pb.GetModelInfoRequest(), timeout=30)
+    if MANIFEST.head is None:
+        pytest.skip("the current version has no image-level head")
+    assert info.head.sha256 == MANIFEST.head["sha256"] and len(info.head_classes) == len(MANIFEST.classes)
+    older = [v for v in WeightsStore(WEIGHTS).versions() if WeightsStore(WEIGHTS).get(v).head is None
+             and WeightsStore(WEIGHTS).get(v).trained]
+    with ServerProcess(WEIGHTS, "--model-version", older[-1]) as proc, grpc.insecure_channel(proc.target) as channel:
+        before = pb_grpc.ScreeningStub(channel).GetModelInfo(pb.GetModelInfoRequest(), timeout=30)
+    assert before.model.version == older[-1] and not before.HasField("head") and not before.head_classes

@@ -71,7 +71,7 @@ class BatchScreener:
             torch.set_num_threads(engine.torch_threads(max(1, threads)))
             spec = engine.manifest.head_spec
             head = None if spec is None else ImageHead.load(store.verified_path(spec.file, spec.sha256), spec,
-                                                            engine.backend.device)
+                                                            engine.backend.device, store.root / "cache", max(1, threads))
             return engine, head
 
         # Load and run on one and the same thread, as the server does (see DynamicBatcher): PyTorch on

