@@ -62,3 +62,17 @@ def broken_jpeg(data: bytes) -> bytes:
     """The header intact (it passes the probe), the second half of the image data zeroed."""
     half = len(data) // 2
     return data[:half] + bytes(len(data) - half)
+
+
+def textured_photo(seed: int) -> np.ndarray:
+    """A 480x360 BGR picture with structure at several scales: PDQ needs more than noise or a flat
+    field to give a hash of good quality, and rotations of it must still match (above ~300 px a side)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (9, 12, 3), dtype=np.uint8)
+    image = cv2.resize(small, (480, 360), interpolation=cv2.INTER_CUBIC)
+    cv2.circle(image, (int(rng.integers(100, 380)), int(rng.integers(80, 280))), 60, (255, 255, 255), -1)
+    return image
+
+
+def jpeg_of(image: np.ndarray, quality: int = 90) -> bytes:
+    return cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()

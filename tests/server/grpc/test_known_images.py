@@ -8,7 +8,6 @@ import asyncio
 import time
 
 import cv2
-import numpy as np
 import pytest
 
 from server.core.errors import ModelError
@@ -16,21 +15,9 @@ from server.core.pdq import hash_image
 from server.grpc.app import WildscreenServer
 from server.review.banks import BankStore, EntryInput
 from server.review.database import connect, default_url
+from tests.support.images import jpeg_of, textured_photo
 from tests.support.servers import in_process_server, small_config
 from wildscreen.v1 import screening_pb2 as pb
-
-
-def photo(seed: int) -> np.ndarray:
-    """A 480x360 picture with structure at several scales (PDQ needs more than noise or a flat field)."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 255, (9, 12, 3), dtype=np.uint8)
-    image = cv2.resize(small, (480, 360), interpolation=cv2.INTER_CUBIC)
-    cv2.circle(image, (int(rng.integers(100, 380)), int(rng.integers(80, 280))), 60, (255, 255, 255), -1)
-    return image
-
-
-def encoded(image: np.ndarray, quality: int = 90) -> bytes:
-    return cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
 
 
 @pytest.fixture()
@@ -46,30 +33,30 @@ def banks(tmp_path):
 
 def test_a_banked_photo_is_caught_again_and_new_entries_arrive_without_a_restart(untrained_weights, banks):
     url, store = banks
-    seized, later, unrelated = photo(1), photo(2), photo(3)
+    seized, later, unrelated = textured_photo(1), textured_photo(2), textured_photo(3)
     store.add("acme-confirmed", EntryInput(hash_image(seized).hex, "ivory", "C-123"), by="ana")
 
     async def go():
         config = small_config(untrained_weights, banks_database_url=url, banks_poll_s=0.1)
         async with in_process_server(config) as (server, stub):
-            copies = [encoded(seized, 30), encoded(cv2.resize(seized, (240, 180))), encoded(cv2.flip(seized, 1)),
-                      encoded(cv2.rotate(seized, cv2.ROTATE_90_CLOCKWISE))]
+            copies = [jpeg_of(seized, 30), jpeg_of(cv2.resize(seized, (240, 180))), jpeg_of(cv2.flip(seized, 1)),
+                      jpeg_of(cv2.rotate(seized, cv2.ROTATE_90_CLOCKWISE))]
             answers = [await stub.Screen(pb.ScreenRequest(image=c)) for c in copies]
-            clear = await stub.Screen(pb.ScreenRequest(image=encoded(unrelated)))
+            clear = await stub.Screen(pb.ScreenRequest(image=jpeg_of(unrelated)))
             info = await stub.GetModelInfo(pb.GetModelInfoRequest())
 
             # Added while the server runs: caught within the poll interval.
             store.add("partner-cases", EntryInput(hash_image(later).hex, "known_trafficking_image", "P-9"), by="import")
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
-                fresh = await stub.Screen(pb.ScreenRequest(image=encoded(later)))
+                fresh = await stub.Screen(pb.ScreenRequest(image=jpeg_of(later)))
                 if fresh.matches:
                     break
                 await asyncio.sleep(0.1)
             # Removed (a reversed decision): no longer matched.
             store.remove("acme-confirmed", hash_image(seized).hex, by="ana")
             while time.monotonic() < deadline:
-                gone = await stub.Screen(pb.ScreenRequest(image=encoded(seized)))
+                gone = await stub.Screen(pb.ScreenRequest(image=jpeg_of(seized)))
                 if not gone.matches:
                     break
                 await asyncio.sleep(0.1)
