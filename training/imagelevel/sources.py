@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from server.core.taxonomy import LABELS
+from server.core.yolo_files import is_image
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def image_level_table(data: Path) -> list[LabelledImage]:
 
 
 def _images(folder: Path) -> Iterator[Path]:
-    yield from sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    yield from sorted(p for p in folder.rglob("*") if p.is_file() and is_image(p))
 
 
 def _repository(path: Path) -> str:
