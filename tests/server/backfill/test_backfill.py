@@ -4,6 +4,7 @@ images, a broken image is an error row beside good ones, and a rerun screens onl
 from __future__ import annotations
 
 import asyncio
+import os
 
 import cv2
 import numpy as np
@@ -141,3 +142,22 @@ def test_queue_sends_review_and_flag_rows_once_and_totals_show_on_a_rerun(local_
         assert "screened now 0" in again and "in the output now: nothing new" not in again
         assert f"{len(needing)} REVIEW/FLAG rows offered, 0 new items, {len(needing)} already queued" in again
         assert len(service.store.page(limit=100)) == len(needing)
+
+
+def test_ray_is_quiet_unless_asked(monkeypatch):
+    """Ray's INFO lines, its core worker's ERROR-level shutdown messages and the actors' output stay in
+    Ray's own logs by default (they read like failures of the run); --verbose brings them back."""
+    from server.backfill import backfill as module
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_BACKEND_LOG_LEVEL", "info")  # so that the test's end puts back what was there before
+    monkeypatch.delenv("RAY_BACKEND_LOG_LEVEL")
+    module.start_ray(2)
+    quiet = calls.pop()
+    assert quiet["log_to_driver"] is False and quiet["logging_level"] >= 30 and quiet["num_cpus"] == 2
+    assert os.environ["RAY_BACKEND_LOG_LEVEL"] == "fatal"
+    module.start_ray(2, verbose=True)
+    assert "log_to_driver" not in calls.pop()

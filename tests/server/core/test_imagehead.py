@@ -104,3 +104,26 @@ def test_the_backbone_on_onnx_runtime_agrees_with_pytorch_and_is_cached(untraine
     for x, y in zip(a, b):
         assert np.allclose(x.scores, y.scores, atol=1e-4) and not np.allclose(x.scores, x.scores[0])
         assert all(np.allclose(x.heat_maps[c], y.heat_maps[c], atol=1e-3) for c in y.heat_maps)
+
+
+def test_a_clear_overlay_says_what_the_models_card_says_it_misses(untrained_weights, tmp_path):
+    """The note comes from the manifest's `limitations`, only on CLEAR and only for screened classes."""
+    import json
+
+    import cv2
+
+    from server.core.overlay import VERDICT_COLOURS_BGR
+
+    weights = with_head(untrained_weights, tmp_path, biases={})  # the head calls for nothing: CLEAR
+    manifest = json.loads((weights / "manifest.json").read_text())
+    manifest["versions"][manifest["current"]]["limitations"] = {"tiger_parts": "finds few tiger products"}
+    (weights / "manifest.json").write_text(json.dumps(manifest))
+    image = jpeg(320, 240, seed=4)
+    noted, other = screen(weights, ScreenJob("a", image, overlay="png"), ScreenJob("b", image, overlay="png", classes=("ivory",)))
+    green = np.array(VERDICT_COLOURS_BGR["CLEAR"])
+
+    def banner_rows(result) -> int:
+        pixels = cv2.imdecode(np.frombuffer(result.overlay, np.uint8), cv2.IMREAD_COLOR)
+        return int((np.abs(pixels[:, 160].astype(int) - green).sum(axis=1) < 30).sum())
+
+    assert noted.verdict == Verdict.CLEAR and banner_rows(noted) > banner_rows(other)  # one more line in the banner
