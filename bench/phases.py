@@ -51,8 +51,9 @@ def listing_images(shared: Path, count: int, seed: int, min_side: int, max_side:
     return out, ("../shared/data photos, resized" if sources else "synthetic")
 
 
-def load_head(weights: Path, device: str):
-    """The current version's image-level head (ImageHead), or None for a detector-only version."""
+def load_head(weights: Path, device: str, onnx: bool = True):
+    """The current version's image-level head (ImageHead), or None for a detector-only version; its
+    backbone on ONNX Runtime as the server runs it, or (`onnx=False`) on PyTorch as a user would."""
     from server.core.imagehead import ImageHead
     from server.core.backends import resolve_device
 
@@ -60,8 +61,8 @@ def load_head(weights: Path, device: str):
     spec = store.get(None).head_spec
     if spec is None:
         return None
-    return ImageHead.load(store.verified_path(spec.file, spec.sha256), spec, resolve_device(device), store.root / "cache",
-                          usable_cores())
+    return ImageHead.load(store.verified_path(spec.file, spec.sha256), spec, resolve_device(device),
+                          store.root / "cache" if onnx else None, usable_cores())
 
 
 def bench_naive(model: Path, images: list[bytes], imgsz: int, device: str, seconds: float = 0.0,
@@ -72,7 +73,7 @@ def bench_naive(model: Path, images: list[bytes], imgsz: int, device: str, secon
     from ultralytics import YOLO
 
     yolo = YOLO(str(model))
-    head = load_head(weights, "cuda" if device != "cpu" else "cpu") if weights else None
+    head = load_head(weights, "cuda" if device != "cpu" else "cpu", onnx=False) if weights else None
     decode = lambda b: cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR)  # noqa: E731
 
     def both(data: bytes) -> None:
