@@ -31,7 +31,7 @@ from server.core.decoding import decode
 from server.core.errors import ImageTooLarge, UndecodableImage
 from server.core.manifest import sha256_of
 from training.imagelevel.cache import FeatureCache
-from training.imagelevel.sources import LabelledImage, image_level_table, shared_data
+from training.imagelevel.sources import LabelledImage, image_level_table, review_export_table, shared_data
 
 CACHE_FORMAT = 1
 
@@ -161,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard-size", type=int, default=128, help="images per shard (the most a kill can lose)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N images per source (a quick check)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--review-export", type=Path, action="append", default=[], metavar="FOLDER",
+                        help="a `wildscreen-review export` folder: its decided items join the table as image-level "
+                             "labels (confirmed: their boxes' classes; rejected: negatives); repeatable")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -168,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     data = shared_data(args.shared)
     rows = image_level_table(data)
+    for export in args.review_export:
+        rows += review_export_table(export)
     if args.limit is not None:
         rows = _first_per_source(rows, args.limit)
     if not rows:

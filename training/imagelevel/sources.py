@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from server.core.taxonomy import LABELS
-from server.core.yolo_files import is_image
-
+from server.core.taxonomy import LABELS, by_id
+from server.core.yolo_files import is_image, read_labels
 
 
 @dataclass(frozen=True)
@@ -145,6 +144,26 @@ _READERS: dict[str, Callable[[Path], Iterator[LabelledImage]]] = {
     "amphibians": _by_subfolder("amphibians", (), group_by_repo=False, kind_prefix="amphibian/"),
     "animals": _by_subfolder("animals", (), group_by_repo=True, kind_prefix="animal/"),
 }
+
+
+def review_export_table(export: Path) -> list[LabelledImage]:
+    """The decided items of a `wildscreen-review export` folder as image-level labels: a confirmed or
+    fixed item is labelled with the classes of its final boxes, a rejected one is a negative (its
+    kind says why it was rejected, e.g. `rejected/not_wildlife`). The listing is the group, so a
+    listing never straddles roles; the source is `review/<export folder>`."""
+    export = Path(export)
+    groups = export / "groups.csv"
+    if not groups.is_file():
+        raise FileNotFoundError(f"{export} is not a review export: no groups.csv (wildscreen-review export OUT writes one)")
+    rows = []
+    with open(groups, newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            image = export / "images" / r["file"]
+            boxes = read_labels((export / "labels" / r["file"]).with_suffix(".txt"))
+            labels = tuple(sorted({by_id(b.class_id).label for b in boxes})) if r["decision"] != "reject" else ()
+            kind = f"rejected/{r.get('reason') or 'no reason'}" if r["decision"] == "reject" else f"reviewed/{r['decision']}"
+            rows.append(LabelledImage(image, f"review/{export.name}", f"review/{r['group']}", labels, kind))
+    return rows
 
 
 TABLE_FIELDS = ("path", "source", "group", "labels", "kind")

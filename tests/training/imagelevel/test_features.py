@@ -150,3 +150,31 @@ def test_cli_writes_table_and_resumes(tmp_path, capsys) -> None:
     assert set(features.index()) == {key for _, key in table}
     assert main(args) == 0
     assert "0 computed, 5 already cached" in capsys.readouterr().out
+
+
+def test_a_reviewer_export_becomes_image_level_labels(tmp_path) -> None:
+    """Decisions made in the workbench, exported as they are, are labels for the head: no box needed."""
+    from server.review.database import connect, default_url
+    from server.review.export import export_dataset
+    from server.review.store import ReviewStore
+    from tests.support.review import listing_image, screen_line
+    from training.imagelevel.sources import review_export_table
+
+    engine = connect(default_url(tmp_path))
+    store = ReviewStore(engine, tmp_path)
+    for seed, listing in ((1, "L-1"), (2, "L-2")):
+        store.add(listing_image(seed), screen_line(f"r{seed}", detections=(("ivory", 0.9, (10, 10, 60, 50)),)), listing)
+    first, second = store.next_for("ana"), None
+    store.decide(first.id, "ana", "fix", [{"label": "tiger_parts", "x_min": 5, "y_min": 5, "x_max": 50, "y_max": 40}])
+    second = store.next_for("ana")
+    store.decide(second.id, "ana", "reject", [], reason="not_wildlife")
+    export_dataset(store, tmp_path / "export")
+    engine.dispose()
+
+    rows = {r.group: r for r in review_export_table(tmp_path / "export")}
+    fixed, rejected = rows[f"review/{first.listing_id}"], rows[f"review/{second.listing_id}"]
+    assert fixed.labels == ("tiger_parts",) and fixed.kind == "reviewed/fix" and fixed.path.is_file()
+    assert rejected.labels == () and rejected.kind == "rejected/not_wildlife"
+    assert {r.source for r in rows.values()} == {"review/export"}
+    with pytest.raises(FileNotFoundError, match="not a review export"):
+        review_export_table(tmp_path)
