@@ -8,7 +8,22 @@
              bits) for the flat index, multi-index hashing and HNSW (100k only: slow to build); and
              the matcher's whole load (columns, snapshot, index) from a source of that many entries.
 
+3. robustness  issue 22's re-posts of ~300 photos (JPEG q50/q30, resize 50%/25%, crops of 5/10/20%
+             centred and off each side, rotate 90, mirror, a price banner and a watermark box over 12%,
+             a 10% white border, a screenshot frame, brightness +20%, contrast -20%): the share still
+             matched through the 8 variants, beside the issue's targets;
+4. false matches  ~1000 other photos (disjoint from the banked ones) against a bank of 1M entries (the
+             banked photos' hashes plus random ones) at 16, 24, 31 and 40 bits, per comparison and per
+             query; and the distances of every real pair among the ~1300 photos (random hashes are
+             an optimistic model of unrelated photos);
+5. cost      (--cost) the real server's throughput at c=16 with no bank, with the 1M-entry bank (a
+             SQLite review database) and with none again, one after the other, one backend for all.
+
+PDQ only: the embedding signal (crops and frames) is not built yet, and the tables say so. Tables 3-5
+live in bench/known_images.py, the re-posts in bench/reposts.py.
+
     nice -n 10 python -m bench.hashes [--photos 100] [--queries 200] [--threads 1] [--ten-million]
+    nice -n 10 python -m bench.hashes --quick --cost    # 3-5 only (about 2.5 minutes on 2 cores)
 """
 
 from __future__ import annotations
@@ -19,17 +34,15 @@ import platform
 import statistics
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import cv2
 import numpy as np
 import psutil
 
+from bench.known_images import SHARED, bench_issue22
 from server.core import hash_index, pdq
 from server.core.bank_rows import BankEntry
 from server.core.matching import BankMatcher
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def rss_mb() -> float:
@@ -164,16 +177,27 @@ def main() -> None:
     parser.add_argument("--hnsw-max", type=int, default=100_000, help="skip HNSW (slow to build) past this size")
     parser.add_argument("--ten-million", action="store_true",
                         help="add 10M, flat only: multi-index hashing would need ~8 GB (10x its 1M memory)")
+    parser.add_argument("--robust", type=int, default=300, help="banked photos re-posted for the robustness table")
+    parser.add_argument("--unrelated", type=int, default=1000, help="other photos for the false-match table")
+    parser.add_argument("--bank-size", type=int, default=1_000_000, help="entries of the false-match and cost bank")
+    parser.add_argument("--cost", action="store_true", help="also the real server's throughput with and without the bank")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients of the cost table")
+    parser.add_argument("--cost-seconds", type=float, default=30.0, help="load time per server in the cost table")
+    parser.add_argument("--cost-backend", default="onnx", help="--backend of the cost table's servers (all the same)")
+    parser.add_argument("--quick", action="store_true", help="only issue 22's tables (3-5): no hashing or index tables")
     args = parser.parse_args()
     import faiss
 
     faiss.omp_set_num_threads(args.threads)
     print(f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} CPUs, faiss {faiss.__version__} "
           f"on {args.threads} thread(s)")
-    if SHARED.is_dir():
-        bench_hashing(photos(args.photos))
+    if not SHARED.is_dir():
+        print(f"\n{SHARED} is absent: no hashing, robustness or false-match table")
+    elif args.quick:
+        bench_issue22(args)
+        return
     else:
-        print(f"\n{SHARED} is absent: no hashing table")
+        bench_hashing(photos(args.photos))
     rng = np.random.default_rng(0)
     rows = []
     sizes = [int(s) for s in args.sizes.split(",")] + ([10_000_000] if args.ten_million else [])
@@ -188,6 +212,8 @@ def main() -> None:
         print_rows(rows[-len(kinds) - 1:])
     print("\nAll sizes")
     print_rows(rows)
+    if SHARED.is_dir():
+        bench_issue22(args)
 
 
 if __name__ == "__main__":
