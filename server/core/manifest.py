@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -121,8 +122,9 @@ class ModelManifest:
     def policies(self) -> dict[int, ClassPolicy]:
         return {c.id: c for c in self.classes}
 
-    @property
+    @functools.cached_property
     def head_spec(self) -> HeadSpec | None:
+        """The head entry, checked once: every request's decision rule and answer read it."""
         return None if self.head is None else HeadSpec.from_dict(self.head, self.version)
 
     @property
