@@ -11,7 +11,7 @@ ARGS ?=
 export WILDSCREEN_SHARED := $(abspath $(SHARED))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv serve review test proto bench dataset train-default clean
+.PHONY: help venv serve review test proto bench dataset cuda-pack train-default clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ bench: $(STAMP) ## benchmark naive vs engine vs server; prints a table, writes b
 
 dataset: $(STAMP) ## build the default (v2) training set from ../shared (SHARED=) into data/default
 	$(PY) -m training build-default --shared $(SHARED) --out data/default --proposer weights/v1.pt --v2 --composites 400 $(ARGS)
+
+cuda-pack: $(STAMP) ## pack what training/recipes/cuda_v3.sh needs on a lent GPU into data/cuda-pack (~15 MB; after make dataset)
+	$(PY) -m training.recipes.cuda_pack --out data/cuda-pack --shared $(SHARED) $(ARGS)
 
 train-default: $(STAMP) ## remake the default model as weights/v1 was made (hours on a CPU)
 	WILDSCREEN_SHARED=$(SHARED) training/recipes/default_v1.sh

@@ -24,7 +24,7 @@ package does nothing but import: each entry point calls `offline.stay_offline()`
         main            the wildscreen-review entry point: serve, reviewers add, export
         settings        ReviewSettings (data dir, database, claims, own bank) and ReviewServeSettings (address, keys, logs)
         app             log in and out, the Starlette routes
-        callers         who is calling (a key, a reviewer, the local machine) and the CSRF check
+        callers         who is calling (a key, a reviewer, the local machine), the CSRF check, who is an admin
         api             the JSON API: intake, next, an item (claim, decide, undo), the list, stats
         pages           the HTML pages: queue, an item by id, the list view, stats, login
         status          the review edge's ONE table from domain errors to HTTP codes
@@ -43,8 +43,9 @@ package does nothing but import: each entry point calls `offline.stay_offline()`
         bank_schema     the banks' tables (beside schema's)
         bank_files      bank files: CSV, JSON lines, bare hex and threatexchange's PDQ lines, streamed
         banks_cli       `wildscreen-review banks list|create|add|remove|import|export`
+        banks_api       the same over HTTP (/api/banks), for keys with the admin role only
         own_bank        confirmed photos' PDQ hashes in the own bank, added and taken back with the decisions
-        env, 0001_initial, 0002_queue_order_index, 0003_workbench, 0004_banks, 0005_screen_context  Alembic: env.py runs versions/ (schema, queue index, workbench, banks, matches and scores)
+        env, 0001_initial, 0002_queue_order_index, 0003_workbench, 0004_banks, 0005_screen_context, 0006_embeddings  Alembic: env.py runs versions/ (schema, queue index, workbench, banks, matches and scores, embeddings)
     core/               the screening core: no protocol, no `import grpc`
         screening       the pipeline: admit, validate, decode, match, batch, decide, draw
         runtime         one loaded version: engine, image-level head, decoder, batcher on one model thread
@@ -56,6 +57,8 @@ package does nothing but import: each entry point calls `offline.stay_offline()`
         backbone_onnx   the head's backbone on ONNX Runtime (CPU): exported at first start, cached, checked
         pdq             PDQ hashes of decoded pixels and their 8 dihedral variants
         hash_index      faiss binary indexes: everything within a Hamming distance
+        embedding       the embedding signal: the head's pooled features projected, for crops and frames
+        vector_index    faiss vector indexes: everything at least this similar
         bank_rows       bank entries as numpy arrays (a million stay small)
         matching        BankMatcher: the banks in memory, refreshed in the background, swapped atomically
         registry        the one table of backends and export formats: names, devices, loaders, file names

@@ -8,6 +8,10 @@ Floors, each importing only the ones below it (tests/test_architecture.py checks
         default_v2      v2's sources: products, more reptiles, wildscan, whole sources held out
         default_v3      the image-level head's roles: train, calibration, holdout by whole groups (v2's kept)
         wildscan_by_type  a script: held-out wildscan photos by type at the calibrated thresholds
+        cuda_pack       `python -m training.recipes.cuda_pack`: the data a lent GPU run needs, packed under 15 MB
+        cuda_select     cuda_pack's choice of what goes in and what is dropped first
+        cuda_run        the helpers cuda_v3.sh calls on the GPU machine: head features, resume, the summary
+        polars          standins/polars.py: the few polars calls Ultralytics makes, on the path only where polars is missing
     steps/              the pipeline, one command each; a step never imports another step
         importing       `import`: a labelled export (a format of formats.py) into a dataset
         check           `check`: broken files, bad labels, duplicates, leakage (--fix quarantines)
@@ -33,7 +37,7 @@ Floors, each importing only the ones below it (tests/test_architecture.py checks
     runs                a run folder's records: wildscreen_run.json, export.json, dataset counts
     phash               perceptual hashes and near-duplicate clusters
     sheets              contact sheets: images with their boxes, for a person to look at
-    imagelevel/         the image-level head: label table, feature cache, fit, calibration, evaluation, export
+    imagelevel/         the image-level head (features, fit, calibration, evaluation, export), the embedding signal
 
 Label-file lines and image suffixes are server/core/yolo_files.py's (the review export writes the same files).
 """

@@ -17,6 +17,7 @@
     head-fit       fit, calibrate (with the detector) and write the image-level head of one variant
     head-evaluate  detector alone, head alone and both, per class and held-out source; candidate heads
     head-promote   a new version in weights/: a promoted detector plus a fitted image-level head
+    embedding-fit  known-image matching's embedding signal: a projection of the head's features, a threshold
 
 Each prints a summary at the end and exits non-zero on failure. See README "Retraining".
 """
@@ -29,6 +30,7 @@ from collections.abc import Sequence
 
 from server.offline import stay_offline
 from training.imagelevel import detector as head_detector
+from training.imagelevel import embedding_fit
 from training.imagelevel import evaluate as head_evaluate
 from training.imagelevel import fit as head_fit
 from training.imagelevel import promote as head_promote
@@ -37,7 +39,7 @@ from training.recipes import build_default
 from training.steps import check, compare, evaluate, export, importing, mine, promote, split, train
 
 COMMANDS = (importing, check, split, train, evaluate, export, promote, compare, mine, autolabel, composite, build_default,
-            head_detector, head_fit, head_evaluate, head_promote)
+            head_detector, head_fit, head_evaluate, head_promote, embedding_fit)
 """The modules that register commands, in --help's order: each has `add_command(subparsers)`,
 which adds its subcommand(s) and sets `handler`, a function of the parsed arguments that returns
 the exit status."""

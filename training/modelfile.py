@@ -103,6 +103,8 @@ def candidate_engine(path: Path, device: str = "auto", backend_path: Path | None
         classes=tuple(ClassPolicy(c.id, c.label, 0.25, None) for c in TAXONOMY),
         trained=True,
     )
+    if device.split(",")[0].isdigit():  # Ultralytics' spelling of a GPU ("0", "0,1"): the engine runs on the first
+        device = f"cuda:{device.split(',')[0]}"
     backend = OnnxBackend(Path(backend_path), 0) if backend_path else TorchBackend(Path(path), resolve_device(device))
     return InferenceEngine(manifest, backend)
 

@@ -3,7 +3,9 @@
 A million entries as Python objects would cost a few hundred MB; as numpy columns they cost about
 60 bytes an entry beside the faiss index: the code (32 bytes), entry id, bank and label (as small
 ints into name tables), added and expiry times, and the reference id in one UTF-8 buffer with offsets.
-Columns are immutable: `take` and `concat` return new ones, so a published snapshot never changes.
+Entries with an embedding of the matcher's model also keep it (`vectors`, 2 bytes a number; the
+others' `vector_of` is -1). Columns are immutable: `take` and `merge` return new ones, so a published
+snapshot never changes.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ class BankEntry:
     added_at: datetime
     expires_at: datetime | None = None
     removed: bool = False
+    embedding: bytes | None = None
+    """The photo's embedding (server.core.embedding.pack), when the entry has one."""
+    embedding_model: str = ""
+    """Which embedding that is (EmbeddingSpec.name); a server matches only its own."""
 
 
 class Names:
@@ -96,14 +102,25 @@ class Rows:
     added_at: np.ndarray     # float64, seconds since the epoch
     expires_at: np.ndarray   # float64, NEVER when it does not expire
     references: Texts
+    vector_of: np.ndarray    # int64: the row's vector in `vectors`, -1 without one
+    vectors: np.ndarray      # (m, dim) float16, unit length
 
     @classmethod
-    def empty(cls) -> Rows:
-        return cls.of([], Names(), Names())
+    def empty(cls, dim: int = 0) -> Rows:
+        return cls.of([], Names(), Names(), "", dim)
 
     @classmethod
-    def of(cls, entries: Sequence[BankEntry], banks: Names, labels: Names) -> Rows:
+    def of(cls, entries: Sequence[BankEntry], banks: Names, labels: Names, embedding_model: str = "", dim: int = 0) -> Rows:
+        """The entries as columns; their embeddings are kept when made by `embedding_model` (of `dim` numbers)."""
+        from server.core.embedding import unpack
+
         entries = sorted(entries, key=lambda e: e.entry_id)
+        kept = [i for i, e in enumerate(entries) if embedding_model and e.embedding_model == embedding_model
+                and e.embedding is not None and len(e.embedding) == 2 * dim]
+        vector_of = np.full(len(entries), -1, dtype=np.int64)
+        vector_of[kept] = np.arange(len(kept))
+        vectors = np.stack([unpack(entries[i].embedding) for i in kept]).astype(np.float16) if kept else \
+            np.zeros((0, dim), np.float16)
         return cls(
             codes=np.frombuffer(b"".join(e.code for e in entries), dtype=np.uint8).reshape(len(entries), HASH_BYTES).copy(),
             entry_ids=np.array([e.entry_id for e in entries], dtype=np.int64),
@@ -111,7 +128,7 @@ class Rows:
             labels=np.array([labels.code(e.label) for e in entries], dtype=np.int16),
             added_at=np.array([e.added_at.timestamp() for e in entries], dtype=np.float64),
             expires_at=np.array([e.expires_at.timestamp() if e.expires_at else NEVER for e in entries], dtype=np.float64),
-            references=Texts.of([e.reference_id for e in entries]))
+            references=Texts.of([e.reference_id for e in entries]), vector_of=vector_of, vectors=vectors)
 
     def __len__(self) -> int:
         return len(self.entry_ids)
@@ -119,7 +136,7 @@ class Rows:
     @property
     def nbytes(self) -> int:
         arrays = (self.codes, self.entry_ids, self.banks, self.labels, self.added_at, self.expires_at,
-                  self.references.buffer, self.references.offsets)
+                  self.references.buffer, self.references.offsets, self.vector_of, self.vectors)
         return sum(a.nbytes for a in arrays)
 
     def contains(self, entry_ids: np.ndarray) -> np.ndarray:
@@ -131,15 +148,21 @@ class Rows:
     def take(self, rows: np.ndarray) -> Rows:
         """The rows at `rows` (indices or a mask), in their order."""
         rows = np.flatnonzero(rows) if rows.dtype == bool else rows
+        old = self.vector_of[rows]
+        has = old >= 0
+        vector_of = np.full(len(rows), -1, dtype=np.int64)
+        vector_of[has] = np.arange(int(has.sum()))
         return Rows(self.codes[rows], self.entry_ids[rows], self.banks[rows], self.labels[rows], self.added_at[rows],
-                    self.expires_at[rows], self.references.take(rows))
+                    self.expires_at[rows], self.references.take(rows), vector_of, self.vectors[old[has]])
 
     def merge(self, other: Rows) -> Rows:
         """Both sets of rows, sorted by entry id again (the ids of the two are disjoint)."""
         joined = Rows(np.concatenate([self.codes, other.codes]), np.concatenate([self.entry_ids, other.entry_ids]),
                       np.concatenate([self.banks, other.banks]), np.concatenate([self.labels, other.labels]),
                       np.concatenate([self.added_at, other.added_at]), np.concatenate([self.expires_at, other.expires_at]),
-                      self.references.concat(other.references))
+                      self.references.concat(other.references),
+                      np.concatenate([self.vector_of, np.where(other.vector_of >= 0, other.vector_of + len(self.vectors), -1)]),
+                      np.concatenate([self.vectors, other.vectors]))
         order = np.argsort(joined.entry_ids, kind="stable")
         return joined.take(order)
 

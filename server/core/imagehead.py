@@ -94,6 +94,8 @@ class ImageScores:
     """Class id -> x1, y1, x2, y2 as fractions of the image: where the head looked for that class."""
     heat_maps: dict[int, np.ndarray] = field(default_factory=dict)
     """Class id -> its activation map on the backbone's grid (e.g. 7 x 7), scaled to 0..1."""
+    pooled: np.ndarray | None = field(default=None, repr=False)
+    """The whole image's pooled backbone features: the embedding signal's input (server.core.embedding)."""
 
     def verdicts(self, policies: dict[int, ClassPolicy]) -> np.ndarray:
         return verdicts_for(policies, self.class_ids, self.scores)
@@ -185,7 +187,7 @@ class ImageHead:
                 boxes[int(class_id)] = heat_box(cam)
                 span = float(cam.max() - cam.min())
                 maps[int(class_id)] = ((cam - cam.min()) / span if span > 0 else np.zeros_like(cam)).astype(np.float32)
-            out.append(ImageScores(self.class_ids, scores[i].astype(np.float32), boxes, maps))
+            out.append(ImageScores(self.class_ids, scores[i].astype(np.float32), boxes, maps, whole[i].astype(np.float32)))
         return out
 
     def _feature_maps(self, batch: np.ndarray) -> np.ndarray:

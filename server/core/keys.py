@@ -62,12 +62,17 @@ class KeyStore:
 
     def role_of(self, key: str) -> str | None:
         """The role of `key`, or None; every entry is compared, in constant time."""
+        holder = self.holder_of(key)
+        return holder.role if holder else None
+
+    def holder_of(self, key: str) -> KeyEntry | None:
+        """The entry of `key` (its name and role), or None; every entry is compared, in constant time."""
         digest = hash_key(key)
-        role = None
+        found = None
         for entry in self._load():
             if hmac.compare_digest(entry.sha256, digest):
-                role = entry.role
-        return role
+                found = entry
+        return found
 
     def add(self, name: str, role: str) -> str:
         """Create a key for `name`; returns the key (only its hash is stored)."""

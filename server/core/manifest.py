@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from server.core.errors import ModelError
+from server.core.embedding import EmbeddingSpec
 from server.core.imagehead import HeadSpec
 from server.core.policy import ClassPolicy
 from server.core.registry import DETECTOR, EXPORT_FORMATS, ExportFormat
@@ -92,6 +93,9 @@ class ModelManifest:
     head: dict[str, Any] | None = None
     """The image-level head served beside the detector (`server.core.imagehead`), or None: a version
     is a detector, or a detector plus a head, each file with its sha256 and thresholds."""
+    embedding: dict[str, Any] | None = None
+    """Known-image matching's embedding signal over the head's backbone (`server.core.embedding`), or None:
+    PDQ alone. Only a version with a head can carry one."""
     limitations: dict[str, str] = field(default_factory=dict)
     """Class label -> what the card says this model misses, e.g. "finds few tiger products (2 of 7
     unseen photos)": written on the overlay of a CLEAR answer, so a reviewer does not read CLEAR as
@@ -113,6 +117,11 @@ class ModelManifest:
             raise ModelError(f"model {self.version}: default_min_confidence must be in (0, 1]")
         if self.head is not None:
             self.head_spec.check_against(self.classes, self.version)
+        if self.embedding is not None:
+            spec, head = self.embedding_spec, self.head_spec
+            if head is None or (spec.backbone, spec.backbone_sha256) != (head.backbone, head.backbone_sha256):
+                raise ModelError(f"model {self.version}: its embedding is of {spec.backbone}, which is not the backbone "
+                                 "its image-level head runs (the embedding is that backbone's pooled features)")
         unknown = sorted(set(self.limitations) - {c.label for c in self.classes})
         if unknown or not all(isinstance(t, str) and t for t in self.limitations.values()):
             raise ModelError(f"model {self.version}: limitations must map its own class labels to text "
@@ -126,6 +135,10 @@ class ModelManifest:
     def head_spec(self) -> HeadSpec | None:
         """The head entry, checked once: every request's decision rule and answer read it."""
         return None if self.head is None else HeadSpec.from_dict(self.head, self.version)
+
+    @functools.cached_property
+    def embedding_spec(self) -> EmbeddingSpec | None:
+        return None if self.embedding is None else EmbeddingSpec.from_dict(self.embedding, self.version)
 
     @property
     def labels(self) -> dict[str, int]:
@@ -243,6 +256,26 @@ class WeightsStore:
         entry.setdefault("exports", {})[key] = dataclasses.asdict(exported)
         self._write_index(index)
         return exported
+
+    def add_embedding(self, version: str, source: Path, entry: dict[str, Any]) -> EmbeddingSpec:
+        """Give `version` (which has a head) the embedding signal `entry`, its file copied in from
+        `source`; refuses to replace one (bank entries hold vectors of the name they were made with)."""
+        index = self._read_index()
+        if version not in index["versions"]:
+            raise ModelError(f"no model version {version!r} in {self.root}")
+        raw = index["versions"][version]
+        if raw.get("embedding"):
+            raise ModelError(f"version {version!r} already has the embedding {raw['embedding'].get('name')!r}; "
+                             "it is never replaced (banks hold vectors of that name)")
+        entry = dict(entry, file=f"{version}.embedding.npz", sha256=sha256_of(source))
+        target = self.path_of(entry["file"])
+        if target.exists():
+            raise ModelError(f"refusing to overwrite {target}")
+        ModelManifest.from_dict(dict(raw, embedding=entry))  # checks it against the head before anything is written
+        shutil.copyfile(source, target)
+        raw["embedding"] = entry
+        self._write_index(index)
+        return EmbeddingSpec.from_dict(entry, version)
 
     def set_current(self, version: str) -> None:
         index = self._read_index()

@@ -97,6 +97,54 @@ def dihedral(pixels: np.ndarray, channels: str = "BGR") -> PdqDihedral:
     return PdqDihedral(tuple(_pack(bits) for bits in variants), int(quality))
 
 
+def query_variants(pixels: np.ndarray, channels: str = "BGR") -> PdqDihedral:
+    """What a screened image is matched by: its 8 variants and, when it sits in a uniform border (a
+    white frame, letterbox bars), the 8 variants of what is inside (PDQ of a framed copy is far from
+    the original's: every cell of its grid moved). Quality is the better of the two; a set below the
+    floor is left out."""
+    whole = dihedral(pixels, channels)
+    inside = content_inside_border(pixels)
+    if inside is None:
+        return whole
+    inner = dihedral(inside, channels)
+    usable = [d for d in (whole, inner) if d.usable] or [whole]
+    return PdqDihedral(tuple(code for d in usable for code in d.codes), max(d.quality for d in usable))
+
+
+def content_inside_border(pixels: np.ndarray, tolerance: int = 12, least_share: float = 0.02,
+                          most_share: float = 0.35) -> np.ndarray | None:
+    """The image without the rows and columns at its edges that are all one colour (within
+    `tolerance`, the colour of the first row or column), or None when there is no such border of at
+    least `least_share` of a side, or when it would take more than `most_share` of a side (a flat
+    backdrop, not a frame)."""
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    h, w = pixels.shape[:2]
+
+    def flat_run(lines: np.ndarray) -> int:
+        """How many of `lines` ((n, length, channels), outermost first) are the first line's colour.
+        Most photos stop at the first line; a frame is read a few lines at a time, never whole."""
+        colour = np.median(lines[0], axis=0).astype(np.int16)
+        run, step = 0, 4
+        while run < len(lines):
+            chunk = lines[run:run + step].astype(np.int16)
+            flat = np.abs(chunk - colour).max(axis=(1, 2)) <= tolerance
+            if not flat.all():
+                return run + int(np.argmin(flat))
+            run, step = run + len(chunk), step * 2
+        return run
+
+    top = flat_run(pixels[: h // 2, :, :3])
+    bottom = flat_run(pixels[::-1][: h // 2, :, :3])
+    left = flat_run(pixels[:, : w // 2, :3].transpose(1, 0, 2))
+    right = flat_run(pixels[:, ::-1][:, : w // 2, :3].transpose(1, 0, 2))
+    if max(top + bottom, 0) < least_share * h and left + right < least_share * w:
+        return None
+    if max(top, bottom) > most_share * h or max(left, right) > most_share * w:
+        return None
+    return np.ascontiguousarray(pixels[top:h - bottom, left:w - right])
+
+
 def from_hex(text: str) -> bytes:
     """32 bytes from threatexchange's 64-hex PDQ signal (either case); InvalidInput says what is wrong."""
     text = text.strip()

@@ -17,6 +17,7 @@ from server.config import CoreSettings
 from server.core.batching import DynamicBatcher
 from server.core.decoding import DecodeLimits, ImageDecoder, PreparedImage
 from server.core.detections import Detections
+from server.core.embedding import EmbeddingSignal
 from server.core.engine import InferenceEngine
 from server.core.imagehead import ImageHead, ImageScores
 from server.core.manifest import ModelManifest, WeightsStore
@@ -44,6 +45,8 @@ class ModelRuntime:
     batcher: DynamicBatcher[BatchItem, ModelOutput]
     head: ImageHead | None = None
     """The image-level head of a version that has one: run beside the detector in the same batch."""
+    embedding: EmbeddingSignal | None = None
+    """Known-image matching's embedding signal over the head's features, where the version has one."""
     users: int = 0
     decoding: int = 0
     """Requests on their way to the batcher (being decoded): worth waiting for when a batch forms."""
@@ -72,7 +75,7 @@ class ModelRuntime:
     async def start(cls, config: CoreSettings, version: str | None, metrics: ScreeningMetrics | None,
                     host_pixels: bool = False) -> ModelRuntime:
         """`host_pixels`: decode every image on the host (for hashing it), never leave a JPEG to the GPU."""
-        def load() -> tuple[InferenceEngine, list[InferenceEngine], ImageHead | None]:
+        def load() -> tuple[InferenceEngine, list[InferenceEngine], ImageHead | None, EmbeddingSignal | None]:
             store = WeightsStore(config.weights_dir)
             engine = InferenceEngine.load(store, version or None, config.device, config.backend,
                                           config.model_threads, config.max_batch_size)
@@ -85,12 +88,15 @@ class ModelRuntime:
                 head = ImageHead.load(store.verified_path(spec.file, spec.sha256), spec, engine.backend.device,
                                       onnx_cache=store.root / "cache", threads=config.model_threads)
                 head.warm_up()
-            return engine, copies, head
+            embedding_spec = engine.manifest.embedding_spec
+            embedding = None if embedding_spec is None else \
+                EmbeddingSignal.load(store.verified_path(embedding_spec.file, embedding_spec.sha256), embedding_spec)
+            return engine, copies, head, embedding
 
         # Load, warm up and run on one and the same thread (see DynamicBatcher).
         model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         try:
-            engine, copies, head = await asyncio.get_running_loop().run_in_executor(model_thread, load)
+            engine, copies, head, embedding = await asyncio.get_running_loop().run_in_executor(model_thread, load)
         except BaseException:
             model_thread.shutdown(wait=False)
             raise
@@ -118,6 +124,6 @@ class ModelRuntime:
         # The head needs the decoded pixels on the host: with a head, JPEGs are not left to the GPU's decoder.
         decoder = ImageDecoder(engine.input_size, engine.backend.device, limits,
                                on_device=False if head or host_pixels else None)
-        runtime = cls(engine, decoder, batcher, head)
+        runtime = cls(engine, decoder, batcher, head, embedding)
         runtime.idle.set()
         return runtime

@@ -30,11 +30,12 @@ from server.core.errors import DeadlineExpired, InvalidInput, ModelError, NotRea
 from server.core.decoding import DecodedImage, encode
 from server.core.manifest import ModelManifest
 from server.core.metrics import ScreeningMetrics
+from server.core.embedding import ImageEmbedding
 from server.core.imagehead import ImageScores
 from server.core.matching import BankMatcher, Match
 from server.core.runtime import BatchItem, ModelRuntime
 from server.core.overlay import HeatMark, draw_overlay
-from server.core.pdq import dihedral
+from server.core.pdq import PdqDihedral, query_variants
 from server.core.pacing import RefusalPacer
 from server.core.policy import ClassPolicy, Verdict
 
@@ -93,6 +94,9 @@ class ScreenResult:
     """"known image", "detector" or "image-level head" for REVIEW and FLAG; "" for CLEAR."""
     matches: tuple[Match, ...] = ()
     """Banked photos this image is a copy of, nearest first."""
+    embedding: ImageEmbedding | None = None
+    """The image's embedding where the model has the signal: for the review feed (a confirmed photo's
+    bank entry carries it), never in the answer."""
 
 
 def validate(job: ScreenJob, default_max_detections: int, model: ModelManifest) -> tuple[frozenset[int] | None, int]:
@@ -150,6 +154,11 @@ class Screener:
             except Exception as exc:  # the details are for the log, not for the caller
                 log.exception("model load failed", extra={"fields": {"version": version or "(current)"}})
                 raise ModelError(f"could not load model {version or '(current)'}; the server logged why") from exc
+            if self.matcher is not None:  # before the swap: the new model's vectors are in memory when it serves
+                spec = new.embedding.spec if new.embedding is not None else None
+                await asyncio.get_running_loop().run_in_executor(
+                    None, self.matcher.use_embedding, spec.name if spec else "", spec.dim if spec else 0,
+                    spec.threshold if spec else 1.0)
             old, self._runtime = self._runtime, new
             m = new.manifest
             if self.metrics is not None:
@@ -169,18 +178,26 @@ class Screener:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _decode_and_prepare(self, runtime: ModelRuntime, job: ScreenJob, nms_confidence: float
-                            ) -> tuple[DecodedImage | None, BatchItem, tuple[Match, ...], float]:
+                            ) -> tuple[DecodedImage | None, BatchItem, PdqDihedral | None, tuple[Match, ...], float]:
         """Decode once: the detector's letterboxed input, the head's crops and the PDQ hashes all come
-        from these pixels. Matching runs here too, in the decode threads, off the event loop."""
+        from these pixels. PDQ matching runs here too, in the decode threads, off the event loop;
+        with an embedding signal it waits for the head's features (`_match_embedding`)."""
         start = time.perf_counter()
         image, prepared = runtime.decoder.prepare(job.image, keep_full_size=bool(job.overlay))
         crops = runtime.head.crops(image.pixels) if runtime.head is not None else None
-        matches: tuple[Match, ...] = ()
+        hashes, matches = None, ()
         if self.matcher is not None:
-            hashes = dihedral(image.pixels)
-            matches = tuple(self.matcher.match(hashes.as_array(), hashes.quality))
+            hashes = query_variants(image.pixels)
+            if runtime.embedding is None:
+                matches = tuple(self.matcher.match(hashes.as_array(), hashes.quality))
         item = BatchItem(prepared, nms_confidence, crops)
-        return (image if job.overlay else None), item, matches, (time.perf_counter() - start) * 1000.0
+        return (image if job.overlay else None), item, hashes, matches, (time.perf_counter() - start) * 1000.0
+
+    def _match_both(self, hashes: PdqDihedral, embedding: ImageEmbedding | None) -> tuple[Match, ...]:
+        """Both signals at once, once the head has pooled the image's features."""
+        if embedding is None:
+            return tuple(self.matcher.match(hashes.as_array(), hashes.quality))
+        return tuple(self.matcher.match(hashes.as_array(), hashes.quality, embedding.vector, embedding.model))
 
     @staticmethod
     def _render_overlay(image: DecodedImage, manifest: ModelManifest, rule: DecisionRule, decision: Decision, fmt: str,
@@ -257,12 +274,17 @@ class Screener:
         loop = asyncio.get_running_loop()
         runtime.decoding += 1
         try:
-            image, item, matches, decode_ms = await loop.run_in_executor(self._pool, self._decode_and_prepare, runtime, job,
-                                                                   rule.nms_confidence)
+            image, item, hashes, matches, decode_ms = await loop.run_in_executor(
+                self._pool, self._decode_and_prepare, runtime, job, rule.nms_confidence)
         finally:
             runtime.decoding -= 1
         prepared = item.prepared
         (raw, scores), batch = await runtime.batcher.submit(item, job.request_id, deadline)
+        embedding = None
+        if runtime.embedding is not None and scores is not None and scores.pooled is not None:
+            embedding = ImageEmbedding(runtime.embedding.name, runtime.embedding.embed(scores.pooled[None, :])[0])
+        if hashes is not None and runtime.embedding is not None:
+            matches = await loop.run_in_executor(self._pool, self._match_both, hashes, embedding)
 
         decision = rule.decide(raw, scores, matches)
         verdict = decision.verdict
@@ -289,6 +311,7 @@ class Screener:
             image_thresholds=rule.screened_by_head,
             decided_by=decision.decided_by,
             matches=decision.matches,
+            embedding=embedding,
         )
 
 

@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from server.core.keys import KeyStore
 from server.grpc.auth import AuthInterceptor
-from server.grpc.banks import open_banks
+from server.grpc.banks import log_banks, open_banks
 from server.grpc.metrics import GrpcMetrics
 from server.grpc.observability import ObservabilityInterceptor
 from server.grpc.ports import PortInUse, bind, sharing_options
@@ -109,10 +109,11 @@ class WildscreenServer:
         await self.server.start()
         if self.health_server is not None:
             await self.health_server.start()
-        if self.matcher is not None:
-            self.matcher.start(self.config.banks_poll_s)
         log.info("listening", extra={"fields": {"address": self.config.address, "port": self.port, "tls": self.config.tls}})
         await self.screener.load(self.config.core.model_version or None)
+        if self.matcher is not None:  # after the model: the first fill keeps its embeddings
+            await asyncio.get_running_loop().run_in_executor(None, self.matcher.start, self.config.banks_poll_s)
+            log_banks(self.matcher)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"fields": {"model": self.screener.runtime.manifest.version}})
         return self.port

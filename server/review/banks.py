@@ -7,6 +7,8 @@ changes after `seq`, removals included (as tombstones), and `bank_actions()` eac
 Rules, the same for the command line, the workbench and an import:
 - a hash is 64 hex characters (stored lowercase); quality, when given, is PDQ's 50-100 (below 50 a
   hash is too unreliable to keep); the label is a taxonomy class or "known_trafficking_image";
+- an entry may carry the photo's embedding (server/core/embedding.py) with the name of the model that
+  made it, both or neither: a vector without its model's name could never be compared safely;
 - (bank, hash) is unique: adding a hash already there is a Conflict, importing it a duplicate
   (counted and skipped); adding or importing a removed hash brings it back with the new fields;
 - an import is one transaction: an unknown bank, too many bad lines or a crash applies nothing.
@@ -22,6 +24,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from server.core.bank_rows import BankEntry
+from server.core.embedding import unpack
 from server.core.errors import Conflict, InvalidInput, NotFound
 from server.core.matching import BANK_ACTIONS
 from server.core.pdq import MIN_QUALITY, from_hex
@@ -32,7 +35,7 @@ from server.review.clock import aware, now
 ENTRY_LABELS = (*LABELS, KNOWN_IMAGE)
 IMPORT_CHUNK = 500
 """Lines looked up and inserted together (SQLite allows 32766 parameters a statement)."""
-_TEXT_LIMITS = {"organisation": 200, "reference_id": 200, "added_by": 100}
+_TEXT_LIMITS = {"organisation": 200, "reference_id": 200, "added_by": 100, "embedding_model": 64}
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,10 @@ class EntryInput:
     """None: the bank's organisation."""
     quality: int | None = None
     expires_at: datetime | None = None
+    embedding: bytes | None = None
+    """server.core.embedding.pack of the photo's embedding; None without one."""
+    embedding_model: str = ""
+    """The model that made `embedding` (EmbeddingSpec.name); "" exactly when there is no embedding."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hash", from_hex(self.hash).hex())
@@ -53,7 +60,11 @@ class EntryInput:
             raise InvalidInput(f"unknown label {self.label!r}; labels: {', '.join(ENTRY_LABELS)}")
         if self.quality is not None and not MIN_QUALITY <= self.quality <= 100:
             raise InvalidInput(f"quality {self.quality} is outside {MIN_QUALITY}-100 (PDQ's floor for a usable hash)")
-        for name in ("organisation", "reference_id"):
+        if self.embedding is not None:
+            unpack(self.embedding)  # InvalidInput unless 1 to MAX_DIM finite float16 numbers, not all zeros
+        if (self.embedding is None) != (not self.embedding_model):
+            raise InvalidInput("an embedding needs its model's name (embedding_model) and a model name its embedding")
+        for name in ("organisation", "reference_id", "embedding_model"):
             value = getattr(self, name)
             if value is not None and len(value) > _TEXT_LIMITS[name]:
                 raise InvalidInput(f"{name} is longer than {_TEXT_LIMITS[name]} characters")
@@ -70,6 +81,8 @@ class BankInfo:
     created: datetime
     size: int
     """Entries not removed (expired ones included)."""
+    embeddings: dict[str, int] = field(default_factory=dict)
+    """Of those, how many carry an embedding, per model name (only comparable within one name)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,8 @@ class StoredEntry:
     added_by: str
     expires_at: datetime | None
     removed_at: datetime | None
+    embedding: bytes | None = None
+    embedding_model: str = ""
 
 
 @dataclass
@@ -130,8 +145,16 @@ class BankStore:
         query = (select(Bank.name, Bank.action, Bank.organisation, Bank.description, Bank.created,
                         func.coalesce(sizes.c.size, 0).label("size"))
                  .outerjoin(sizes, sizes.c.bank_id == Bank.id).order_by(Bank.name))
+        embedded = (select(Bank.name, BankEntryRow.embedding_model, func.count().label("count"))
+                    .join(Bank, Bank.id == BankEntryRow.bank_id)
+                    .where(BankEntryRow.removed_at.is_(None), BankEntryRow.embedding.is_not(None))
+                    .group_by(Bank.name, BankEntryRow.embedding_model))
         with self.engine.connect() as conn:
-            return [BankInfo(r.name, r.action, r.organisation, r.description, aware(r.created), r.size)
+            models: dict[str, dict[str, int]] = {}
+            for name, model, count in conn.execute(embedded):
+                models.setdefault(name, {})[model] = count
+            return [BankInfo(r.name, r.action, r.organisation, r.description, aware(r.created), r.size,
+                             dict(sorted(models.get(r.name, {}).items())))
                     for r in conn.execute(query)]
 
     def bank(self, name: str) -> BankInfo:
@@ -187,13 +210,15 @@ class BankStore:
     def entries_since(self, after_seq: int, limit: int) -> list[BankEntry]:
         """The changes after `after_seq` in seq order: what a replica has not applied yet."""
         query = (select(BankEntryRow.seq, BankEntryRow.id, Bank.name, BankEntryRow.hash, BankEntryRow.label,
-                        BankEntryRow.reference_id, BankEntryRow.added_at, BankEntryRow.expires_at, BankEntryRow.removed_at)
+                        BankEntryRow.reference_id, BankEntryRow.added_at, BankEntryRow.expires_at,
+                        BankEntryRow.removed_at, BankEntryRow.embedding, BankEntryRow.embedding_model)
                  .join(Bank, Bank.id == BankEntryRow.bank_id).where(BankEntryRow.seq > after_seq)
                  .order_by(BankEntryRow.seq).limit(limit))
         with self.engine.connect() as conn:
             return [BankEntry(seq=r.seq, entry_id=r.id, bank=r.name, code=bytes.fromhex(r.hash), label=r.label,
                               reference_id=r.reference_id, added_at=aware(r.added_at), expires_at=aware(r.expires_at),
-                              removed=r.removed_at is not None) for r in conn.execute(query)]
+                              removed=r.removed_at is not None, embedding=r.embedding,
+                              embedding_model=r.embedding_model) for r in conn.execute(query)]
 
     def import_entries(self, bank: str, lines: Iterable[tuple[int, EntryInput | str]], by: str,
                        max_bad_lines: int = 1000) -> ImportReport:
@@ -313,7 +338,8 @@ def _row_values(entry: EntryInput, organisation: str, by: str, seq: int) -> dict
         raise InvalidInput(f"added_by is longer than {_TEXT_LIMITS['added_by']} characters")
     return dict(seq=seq, hash=entry.hash, quality=entry.quality, label=entry.label,
                 organisation=entry.organisation or organisation, reference_id=entry.reference_id, added_at=now(),
-                added_by=by, expires_at=entry.expires_at, removed_at=None, removed_by=None)
+                added_by=by, expires_at=entry.expires_at, removed_at=None, removed_by=None,
+                embedding=entry.embedding, embedding_model=entry.embedding_model)
 
 
 def _entries_query():
@@ -323,7 +349,8 @@ def _entries_query():
 def _stored(e) -> StoredEntry:
     return StoredEntry(id=e.id, seq=e.seq, bank=e.bank_name, hash=e.hash, quality=e.quality, label=e.label,
                        organisation=e.organisation, reference_id=e.reference_id, added_at=aware(e.added_at),
-                       added_by=e.added_by, expires_at=aware(e.expires_at), removed_at=aware(e.removed_at))
+                       added_by=e.added_by, expires_at=aware(e.expires_at), removed_at=aware(e.removed_at),
+                       embedding=e.embedding, embedding_model=e.embedding_model)
 
 
 def _utc(moment: datetime) -> datetime:

@@ -10,6 +10,8 @@
 The file formats are in server/review/bank_files.py. The commands work on the review database
 (--data-dir or --database-url, before `banks`); running servers pick changes up at their next poll.
 Exit codes: 0 done, 1 an import with bad lines (the good ones loaded), 2 refused (nothing changed).
+`list` shows, per bank, how many entries carry an embedding of each model; an export of a bank with
+embeddings says on stderr that only PDQ hashes are comparable everywhere.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from server.core.matching import BANK_ACTIONS
 from server.review.settings import ReviewSettings
 
 _BAD_LINES_SHOWN = 50
+EMBEDDINGS_NOTICE = ("note: the embeddings in this export ({models}) are only comparable between deployments "
+                     "that pin the same backbone wheel and projection (embedding_model says which); "
+                     "PDQ hashes are the interchange format")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +39,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = banks.add_subparsers(dest="action", required=True)
 
-    actions.add_parser("list", help="the banks, their actions and sizes").set_defaults(handler=cmd_list)
+    actions.add_parser("list", help="the banks, their actions and sizes, and their embeddings per model"
+                       ).set_defaults(handler=cmd_list)
 
     create = actions.add_parser("create", help="create a bank")
     create.add_argument("name", help="the new bank's name, e.g. acme-confirmed")
@@ -105,7 +111,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not banks:
         print("no banks yet: wildscreen-review banks create NAME --action FLAG --organisation ORG")
     for bank in banks:
-        print(f"{bank.name}\t{bank.action}\t{bank.size} entries\t{bank.organisation}\t{bank.description}")
+        embedded = ", ".join(f"{model} {count}" for model, count in bank.embeddings.items()) or "none"
+        print(f"{bank.name}\t{bank.action}\t{bank.size} entries\t{bank.organisation}\t{bank.description}"
+              f"\tembeddings: {embedded}")
     return 0
 
 
@@ -194,11 +202,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     store = _store(args)
     try:
-        store.bank(args.bank)
+        models = store.bank(args.bank).embeddings
         with _opened(args.out, "w") as out:
-            count = bank_files.write(store.entries(args.bank), out, args.format)
+            count = bank_files.write(store.entries(args.bank), out, args.format, embeddings=bool(models))
     except (WildscreenError, OSError) as exc:
         return _refused(exc)
+    if models:  # on stderr: neither file format has room for a comment
+        print(EMBEDDINGS_NOTICE.format(models=", ".join(models)), file=sys.stderr)
     print(f"exported {count} entries of {args.bank}", file=sys.stderr if args.out == "-" else sys.stdout)
     return 0
 

@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from server.core.decoding import DecodeLimits, decode, encode
+from server.core.embedding import from_text
 from server.core.errors import InvalidInput
 from server.core.policy import reaches
 from server.core.taxonomy import by_label
@@ -49,13 +50,18 @@ class Submission:
     thresholds: list[dict]
     model: dict
     matches: list[dict]
-    """Known-image matches: [{bank, label, distance, reference_id, added, action (FLAG|REVIEW), signal}]."""
+    """Known-image matches: [{bank, label, distance, reference_id, added, action (FLAG|REVIEW), signal,
+    similarity (where the embeddings were compared)}]."""
     screen_decided_by: str
     """The result's `decided_by`: what called for REVIEW or FLAG ("known image", "detector", ...)."""
     image_scores: list[dict]
     """The image-level head's scores: [{label, class_id, score, verdict, heat_box (upright pixels) or None}]."""
     image_thresholds: list[dict]
     head: dict | None
+    embedding: bytes | None = None
+    """The photo's embedding (server.core.embedding.pack), banked beside its PDQ hash on a confirm."""
+    embedding_model: str = ""
+    """The model that made it; "" when the result had none."""
 
 
 def _text(value, field: str, limit: int = MAX_ID_LENGTH) -> str:
@@ -145,9 +151,14 @@ def _matches(result: dict) -> list[dict]:
         bank = _text(m.get("bank"), f"{field}.bank", 100)
         if not bank:
             raise InvalidInput(f"{field}.bank is empty")
+        similarity = m.get("similarity")
+        if similarity is not None and (isinstance(similarity, bool) or not isinstance(similarity, (int, float))
+                                       or not -1.0 <= similarity <= 1.0):
+            raise InvalidInput(f"{field}.similarity must be a cosine similarity, -1 to 1")
         out.append({"bank": bank, "label": _text(m.get("label", ""), f"{field}.label", 64), "distance": distance,
                     "reference_id": _text(m.get("reference_id", ""), f"{field}.reference_id"), "added": added,
-                    "action": action, "signal": _text(m.get("signal", ""), f"{field}.signal", 32) or "pdq"})
+                    "action": action, "signal": _text(m.get("signal", ""), f"{field}.signal", 32) or "pdq",
+                    **({"similarity": round(float(similarity), 4)} if similarity is not None else {})})
     return sorted(out, key=lambda m: m["distance"])
 
 
@@ -197,6 +208,26 @@ def _image_scores(result: dict, width: int, height: int) -> list[dict]:
     return sorted(out, key=lambda s: -s["score"])
 
 
+def _embedding(result: dict) -> tuple[bytes | None, str]:
+    """The result's `embedding: {model, vector (base64)}`, checked; (None, "") when it has none (an
+    empty object too: proto's JSON of a message with nothing set)."""
+    raw = result.get("embedding")
+    if raw is None:
+        return None, ""
+    if not isinstance(raw, dict):
+        raise InvalidInput("embedding must be an object: {model, vector}")
+    if raw.get("model") in (None, "") and raw.get("vector") in (None, ""):
+        return None, ""
+    model = _text(raw.get("model"), "embedding.model", 64)
+    if not model:
+        raise InvalidInput("embedding.model is empty")
+    vector = _text(raw.get("vector"), "embedding.vector", 8192)  # base64 of MAX_DIM float16s: 5,464 characters
+    try:
+        return from_text(vector), model
+    except InvalidInput as exc:
+        raise InvalidInput(f"embedding.vector: {exc}") from None
+
+
 def read_submission(image: bytes, result: dict, listing_id: str, limits: DecodeLimits) -> tuple[Submission, bytes, str]:
     """The checked submission, the bytes to keep and their file suffix; InvalidInput otherwise."""
     if not isinstance(result, dict):
@@ -219,6 +250,7 @@ def read_submission(image: bytes, result: dict, listing_id: str, limits: DecodeL
     detections = _detections(result, width, height, _thresholds(result))
     matches, image_scores = _matches(result), _image_scores(result, width, height)
     image_thresholds = _class_infos(result, "image_thresholds")
+    embedding, embedding_model = _embedding(result)
     head = result.get("head")
     if head is not None:
         if not isinstance(head, dict):
@@ -238,6 +270,7 @@ def read_submission(image: bytes, result: dict, listing_id: str, limits: DecodeL
         top_confidence=top["confidence"], top_label=top["label"], detections=detections, thresholds=thresholds, model=model,
         matches=matches, screen_decided_by=_text(result.get("decided_by", "") or "", "decided_by", 64),
         image_scores=image_scores, image_thresholds=image_thresholds, head=head,
+        embedding=embedding, embedding_model=embedding_model,
     )
     return submission, keep, suffix
 

@@ -45,7 +45,8 @@ def build_app(config: ReviewSettings, serve: ReviewServeSettings):
     store, engine = open_store(config)
     keys = KeyStore(serve.keys) if serve.keys else None
     return ReviewApp(store, Accounts(engine, load_secret(config.data_dir)), keys, allow_loopback=not serve.no_loopback,
-                     secure_cookies=serve.secure_cookies).starlette()
+                     secure_cookies=serve.secure_cookies,
+                     max_import_bytes=serve.bank_import_max_mib * 1024 * 1024).starlette()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

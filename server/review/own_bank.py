@@ -4,8 +4,9 @@ the decisions, so that a re-upload of a confirmed photo is caught by every scree
 
 - A confirm, or a fix that keeps a box, adds the photo's hash (PDQ of the stored, upright image,
   decoded by the one decoder) with the deciding class as its label, the listing id as its
-  reference and the reviewer as who added it. A hash below PDQ's quality floor (a flat or tiny
-  image) is not added, and the decision's audit note says why.
+  reference and the reviewer as who added it; and the embedding the screening result carried, with
+  its model's name, when it had one (so crops and frames of the photo are caught too). A hash below
+  PDQ's quality floor (a flat or tiny image) is not added, and the decision's audit note says why.
 - An undo of that decision removes the entry again (a tombstone: replicas drop it at their next
   poll); a reject never adds one (and takes back what the item still stood behind).
 - The bank write is made on the decision's own connection, inside its transaction: a decided item
@@ -108,7 +109,7 @@ def after_decision(session: Session, item: Item, action: str, reviewer: str,
     if not fp.usable:
         return {"bank": banking.bank, "added": False, "why": fp.why_not}, f"{NOTE_PREFIX} not added, {fp.why_not}"
     entry = EntryInput(fp.hash, deciding_label(item, action), reference_id=item.listing_id or item.request_id,
-                       quality=fp.quality)
+                       quality=fp.quality, embedding=item.embedding, embedding_model=item.embedding_model or "")
     entry_id, added = add_in(session.connection(), banking.bank, entry, reviewer, exist_ok=True)
     record = {"bank": banking.bank, "hash": fp.hash, "entry": entry_id, "label": entry.label, "added": added}
     if added or _other_holder(session, item, banking.bank, fp.hash) is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 QUEUED, DECIDED = "queued", "decided"
@@ -86,6 +86,10 @@ class Item(Base):
     """The photo's PDQ hash (hex), computed when a decision first needed it (server.review.own_bank)."""
     banked_in: Mapped[str | None] = mapped_column(String(100), nullable=True)
     """The own bank whose entry of `pdq_hash` this item's confirm or fix stands behind; NULL otherwise."""
+    # The result's embedding (migration 0006; NULL and "" on older items and results without one).
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    """server.core.embedding.pack of the photo's embedding: banked beside its PDQ hash on a confirm."""
+    embedding_model: Mapped[str] = mapped_column(String(64), default="", server_default="")
 
 
 class Decision(Base):

@@ -31,13 +31,18 @@ class ReviewSettings:
 class ReviewServeSettings:
     host: str = setting("address to listen on", default="127.0.0.1")
     port: int = setting("port to listen on", default=8080)
-    keys: Path | None = setting("keys file of wildscreen-serve; keys with the review role may queue items", default=None)
+    keys: Path | None = setting("keys file of wildscreen-serve; review keys may queue items, admin keys also "
+                                       "manage hash banks (/api/banks)", default=None)
     no_loopback: bool = setting("ask loopback callers to log in too (behind a reverse proxy every caller is loopback)",
                                 default=False)
     secure_cookies: bool = setting("send the session cookie over HTTPS only", default=False)
+    bank_import_max_mib: int = setting("the largest list POST /api/banks/NAME/import takes, in MiB; larger lists go "
+                                       "through `wildscreen-review banks import`", default=16)
     log: LogSettings = field(default_factory=lambda: LogSettings(log_format="text"))
     """Plain text by default, as people at a terminal run it; --log-format json behind a collector."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is not in 0..65535")
+        if self.bank_import_max_mib < 1:
+            raise ValueError(f"bank_import_max_mib {self.bank_import_max_mib} is under 1")

@@ -113,7 +113,8 @@ class ReviewStore:
                 detections=sub.detections, thresholds=sub.thresholds, model_name=sub.model["name"],
                 model_version=sub.model["version"], model_sha256=sub.model["sha256"], arrived_at=now(), state=QUEUED,
                 matches=sub.matches, screen_decided_by=sub.screen_decided_by, image_scores=sub.image_scores,
-                image_thresholds=sub.image_thresholds, head=sub.head,
+                image_thresholds=sub.image_thresholds, head=sub.head, embedding=sub.embedding,
+                embedding_model=sub.embedding_model,
             )
             session.add(item)
             try:

@@ -39,3 +39,19 @@ def with_head(weights: Path, folder: Path, biases: dict[int, float], review: flo
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return out
+
+
+REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
+
+
+def with_embedding(weights: Path, source_version: str = "v3") -> Path:
+    """`weights` (a folder from `with_head` with backbone lite2) whose current version gets the
+    repository's committed embedding signal of `source_version` (the projection file and threshold
+    as fitted, never refitted here), through the same WeightsStore call `embedding-fit --attach` makes."""
+    from server.core.manifest import WeightsStore
+
+    repo = WeightsStore(REPO_WEIGHTS)
+    spec = repo.get(source_version).embedding_spec
+    store = WeightsStore(weights)
+    store.add_embedding(store.current_version(), repo.verified_path(spec.file, spec.sha256), spec.to_dict())
+    return weights

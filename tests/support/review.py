@@ -41,7 +41,8 @@ def review_service(data_dir: Path, database_url: str | None = None, **app_option
                         own_bank=app_options.pop("own_bank", ""))
     accounts = Accounts(engine, load_secret(data_dir))
     keys = KeyStore(data_dir / "keys.json")
-    app = ReviewApp(store, accounts, keys, **app_options).starlette()
+    without_keys = app_options.pop("without_keys", False)  # as `serve` runs with no --keys: local development
+    app = ReviewApp(store, accounts, None if without_keys else keys, **app_options).starlette()
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -26,3 +26,9 @@ $T head-evaluate --run "$RUN" --out "$RUN/heads"
 # 4. The chosen variant into weights/ as v3 (the detector's files are shared, not copied).
 $T head-promote "$RUN/heads/lite2-whole" --weights weights --detector v2 --version v3 --card v3.md \
     --limitations training/recipes/default_v3_limitations.json
+
+# 5. Known-image matching's embedding signal over the same Lite2 whole-image features: a projection fitted
+#    on the training photos, a threshold that at most 1 in 10^6 unrelated pairs of the other photos reach,
+#    attached to v3 (its head runs that backbone). Never refit under the same version: banks hold vectors
+#    of the name it prints (weights/manifest.json, v3.embedding.name).
+$T embedding-fit --run "$RUN" --out "$RUN/embedding" --backbone lite2 --dim 128 --attach v3 --weights weights

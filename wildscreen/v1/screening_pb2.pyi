@@ -156,7 +156,7 @@ class ScreenResponse(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., overlay: _Optional[bytes] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., thresholds: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., min_confidence: _Optional[float] = ..., image_scores: _Optional[_Iterable[_Union[ImageScore, _Mapping]]] = ..., head: _Optional[_Union[ModelRef, _Mapping]] = ..., image_thresholds: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., decided_by: _Optional[str] = ..., matches: _Optional[_Iterable[_Union[KnownImageMatch, _Mapping]]] = ...) -> None: ...
 
 class KnownImageMatch(_message.Message):
-    __slots__ = ("bank", "label", "distance", "reference_id", "added", "action", "signal")
+    __slots__ = ("bank", "label", "distance", "reference_id", "added", "action", "signal", "similarity")
     BANK_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     DISTANCE_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +164,7 @@ class KnownImageMatch(_message.Message):
     ADDED_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     bank: str
     label: str
     distance: int
@@ -171,17 +172,20 @@ class KnownImageMatch(_message.Message):
     added: str
     action: Verdict
     signal: str
-    def __init__(self, bank: _Optional[str] = ..., label: _Optional[str] = ..., distance: _Optional[int] = ..., reference_id: _Optional[str] = ..., added: _Optional[str] = ..., action: _Optional[_Union[Verdict, str]] = ..., signal: _Optional[str] = ...) -> None: ...
+    similarity: float
+    def __init__(self, bank: _Optional[str] = ..., label: _Optional[str] = ..., distance: _Optional[int] = ..., reference_id: _Optional[str] = ..., added: _Optional[str] = ..., action: _Optional[_Union[Verdict, str]] = ..., signal: _Optional[str] = ..., similarity: _Optional[float] = ...) -> None: ...
 
 class BankInfo(_message.Message):
-    __slots__ = ("name", "action", "entries")
+    __slots__ = ("name", "action", "entries", "embeddings")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     name: str
     action: Verdict
     entries: int
-    def __init__(self, name: _Optional[str] = ..., action: _Optional[_Union[Verdict, str]] = ..., entries: _Optional[int] = ...) -> None: ...
+    embeddings: int
+    def __init__(self, name: _Optional[str] = ..., action: _Optional[_Union[Verdict, str]] = ..., entries: _Optional[int] = ..., embeddings: _Optional[int] = ...) -> None: ...
 
 class ImageScore(_message.Message):
     __slots__ = ("label", "class_id", "score", "verdict", "heat_box", "heat_box_normalized")
@@ -204,7 +208,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model", "classes", "input_size", "device", "backend", "max_batch_size", "trained", "default_min_confidence", "max_batch_delay_ms", "backend_reason", "head", "head_classes", "head_backbone", "banks")
+    __slots__ = ("model", "classes", "input_size", "device", "backend", "max_batch_size", "trained", "default_min_confidence", "max_batch_delay_ms", "backend_reason", "head", "head_classes", "head_backbone", "banks", "embedding", "embedding_threshold")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -219,6 +223,8 @@ class ModelInfo(_message.Message):
     HEAD_CLASSES_FIELD_NUMBER: _ClassVar[int]
     HEAD_BACKBONE_FIELD_NUMBER: _ClassVar[int]
     BANKS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     model: ModelRef
     classes: _containers.RepeatedCompositeFieldContainer[ClassInfo]
     input_size: int
@@ -233,7 +239,9 @@ class ModelInfo(_message.Message):
     head_classes: _containers.RepeatedCompositeFieldContainer[ClassInfo]
     head_backbone: str
     banks: _containers.RepeatedCompositeFieldContainer[BankInfo]
-    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., input_size: _Optional[int] = ..., device: _Optional[str] = ..., backend: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., trained: _Optional[bool] = ..., default_min_confidence: _Optional[float] = ..., max_batch_delay_ms: _Optional[float] = ..., backend_reason: _Optional[str] = ..., head: _Optional[_Union[ModelRef, _Mapping]] = ..., head_classes: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., head_backbone: _Optional[str] = ..., banks: _Optional[_Iterable[_Union[BankInfo, _Mapping]]] = ...) -> None: ...
+    embedding: str
+    embedding_threshold: float
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., input_size: _Optional[int] = ..., device: _Optional[str] = ..., backend: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., trained: _Optional[bool] = ..., default_min_confidence: _Optional[float] = ..., max_batch_delay_ms: _Optional[float] = ..., backend_reason: _Optional[str] = ..., head: _Optional[_Union[ModelRef, _Mapping]] = ..., head_classes: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., head_backbone: _Optional[str] = ..., banks: _Optional[_Iterable[_Union[BankInfo, _Mapping]]] = ..., embedding: _Optional[str] = ..., embedding_threshold: _Optional[float] = ...) -> None: ...
 
 class ReloadModelRequest(_message.Message):
     __slots__ = ("version",)

@@ -63,7 +63,8 @@ function showListing(others) {
   $("listing-none").hidden = others.length > 0;
 }
 
-// "matches case C-123 in bank X, distance 12 (added 2026-12-01)", one line per known-image match;
+// "matches case C-123 in bank X, distance 12 (added 2026-12-01)", one line per known-image match
+// ("similarity 0.97" where the embedding matched a crop or frame PDQ did not);
 // the image-level head's scores beside their thresholds.
 function showKnown(item) {
   const matches = item ? item.matches || [] : [], scores = item ? item.image_scores || [] : [];
@@ -73,7 +74,9 @@ function showKnown(item) {
     const li = document.createElement("li");
     const ref = m.reference_id ? `case ${m.reference_id}` : "an entry";
     const added = m.added ? ` (added ${m.added.slice(0, 10)})` : "";
-    li.textContent = `matches ${ref} in bank ${m.bank}, distance ${m.distance}${added}`;
+    const how = m.signal === "embedding" && m.similarity != null ? `similarity ${m.similarity.toFixed(2)}`
+      : `distance ${m.distance}`;
+    li.textContent = `matches ${ref} in bank ${m.bank}, ${how}${added}`;
     const what = document.createElement("span");
     what.className = "muted";
     what.textContent = ` ${m.label || "?"}, ${m.action}, ${m.signal}`;

@@ -174,7 +174,7 @@ def test_the_background_thread_picks_up_new_entries_without_a_restart():
         matcher.stop()
 
 
-@pytest.mark.parametrize("kind", [hash_index.MULTIHASH, hash_index.HNSW])
+@pytest.mark.parametrize("kind", [hash_index.MULTIHASH, hash_index.WORDS, hash_index.HNSW])
 def test_the_multi_hash_index_finds_exactly_what_the_flat_one_finds(kind):
     rng = np.random.default_rng(5)
     banked = random_codes(2000, seed=6)
@@ -183,7 +183,27 @@ def test_the_multi_hash_index_finds_exactly_what_the_flat_one_finds(kind):
     flat = hash_index.within(hash_index.build(banked, hash_index.FLAT), queries)
     other = hash_index.within(hash_index.build(banked, kind), queries)
     as_set = lambda found: set(zip(*(a.tolist() for a in found)))  # noqa: E731
-    if kind == hash_index.MULTIHASH:
+    if kind in (hash_index.MULTIHASH, hash_index.WORDS):
         assert as_set(other) == as_set(flat) and len(flat[0]) > 50
     else:  # approximate: most, never a false one
         assert as_set(other) <= as_set(flat) and len(as_set(other)) >= 0.9 * len(as_set(flat))
+
+
+def test_our_word_index_finds_a_hash_31_bits_away_however_the_bits_are_spread_and_never_one_32_away():
+    """The pigeonhole's edge: 31 bits spread over the 12 indexed words and the 4 bits beyond them, as
+    evenly as can be (no word agrees to fewer than 2 bits) or all in a few words."""
+    banked = random_codes(500, seed=8)
+    index = hash_index.build(banked, hash_index.WORDS)
+    spreads = (([2] * 9 + [3] * 3, 4), ([3] * 10 + [1, 0], 0), ([0] * 10 + [21, 6], 4))
+    for i, (per_word, tail) in enumerate(spreads):
+        bits = np.unpackbits(banked[i])
+        for word, count in enumerate(per_word):
+            bits[word * hash_index.WORD_BITS: word * hash_index.WORD_BITS + count] ^= 1
+        bits[256 - tail:] ^= 1 if tail else 0
+        query = np.packbits(bits)[None, :]
+        assert pdq.distance(query.tobytes(), banked[i].tobytes()) == 31
+        assert (0, i, 31) in set(zip(*(a.tolist() for a in hash_index.within(index, query))))
+        bits[per_word[0]] ^= 1  # one more bit, in the first word: 32 away
+        further = np.packbits(bits)[None, :]
+        assert pdq.distance(further.tobytes(), banked[i].tobytes()) == 32
+        assert i not in hash_index.within(index, further)[1].tolist()

@@ -94,3 +94,27 @@ def test_grey_and_alpha_images_hash_and_bad_arrays_are_refused():
 def test_malformed_hex_is_refused_with_the_reason(text, problem):
     with pytest.raises(InvalidInput, match=problem):
         pdq.from_hex(text)
+
+
+@pytest.mark.parametrize("frame", [
+    dict(top=36, bottom=36, left=48, right=48, value=(255, 255, 255)),   # a white border, 10% a side
+    dict(top=40, bottom=40, left=0, right=0, value=(0, 0, 0)),           # letterbox bars
+    dict(top=0, bottom=0, left=30, right=30, value=(30, 120, 200)),      # coloured pillars
+])
+def test_a_framed_copy_matches_through_what_is_inside_the_frame(frame):
+    image = photo(11)
+    framed = cv2.copyMakeBorder(image, frame["top"], frame["bottom"], frame["left"], frame["right"],
+                                cv2.BORDER_CONSTANT, value=frame["value"])
+    inside = pdq.content_inside_border(framed)
+    assert inside is not None and inside.shape == image.shape
+    assert nearest(pdq.dihedral(framed), pdq.hash_image(image)) > pdq.MATCH_DISTANCE, "the frame alone defeats PDQ"
+    query = pdq.query_variants(framed)
+    assert len(query.codes) == 16 and nearest(query, pdq.hash_image(image)) <= 2
+
+
+def test_a_photo_without_a_frame_or_on_a_wide_flat_backdrop_is_hashed_as_it_is():
+    image = photo(12)
+    assert pdq.content_inside_border(image) is None and len(pdq.query_variants(image).codes) == 8
+    backdrop = np.full((360, 480, 3), 240, np.uint8)
+    backdrop[150:210, 200:280] = photo(13, 60, 80)  # an object on 40%+ of plain background a side
+    assert pdq.content_inside_border(backdrop) is None

@@ -80,3 +80,16 @@ def test_a_banks_database_without_bank_tables_is_refused_at_start(untrained_weig
     empty = f"sqlite:///{tmp_path / 'nothing.sqlite3'}"
     with pytest.raises(ModelError, match="has no tables bank_entries, banks: start wildscreen-review on it once"):
         WildscreenServer(small_config(untrained_weights, banks_database_url=empty))
+
+
+def test_a_banks_database_not_migrated_to_the_embedding_columns_is_refused_with_the_fix(untrained_weights, tmp_path):
+    from sqlalchemy import create_engine
+
+    from server.review.database import upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    old = create_engine(url)
+    upgrade(old, "0005")  # what an older wildscreen-review left behind
+    old.dispose()
+    with pytest.raises(ModelError, match="from an older wildscreen-review: start the new one on it once"):
+        WildscreenServer(small_config(untrained_weights, banks_database_url=url))
