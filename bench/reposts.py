@@ -99,8 +99,9 @@ REPOSTS: list[tuple[str, object, float]] = [
     ("crop 5% (centre)", lambda im: centre_crop(im, 0.05), 0.95),
     ("crop 10% (centre)", lambda im: centre_crop(im, 0.10), 0.95),
     ("crop 20% (centre)", lambda im: centre_crop(im, 0.20), 0.80),
-    ("crop 5% each side", lambda im: side_crop(im, 0.05), 0.95),
-    ("crop 10% each side", lambda im: side_crop(im, 0.10), 0.95),
+    # side_crop(s) is centre_crop(2 s): 10% off each side is a 20% crop (the issue's 80%), 20% a 40% one
+    # (harder than the issue asks; shown at the same 80%).
+    ("crop 10% each side", lambda im: side_crop(im, 0.10), 0.80),
     ("crop 20% each side", lambda im: side_crop(im, 0.20), 0.80),
     ("rotate 90", lambda im: cv2.rotate(im, cv2.ROTATE_90_CLOCKWISE), 0.95),
     ("mirror", lambda im: np.ascontiguousarray(im[:, ::-1]), 0.95),
