@@ -181,7 +181,7 @@ class Screener:
                             ) -> tuple[DecodedImage | None, BatchItem, PdqDihedral | None, tuple[Match, ...], float]:
         """Decode once: the detector's letterboxed input, the head's crops and the PDQ hashes all come
         from these pixels. PDQ matching runs here too, in the decode threads, off the event loop;
-        with an embedding signal it waits for the head's features (`_match_embedding`)."""
+        with an embedding signal it waits for the head's features (`_match_both`)."""
         start = time.perf_counter()
         image, prepared = runtime.decoder.prepare(job.image, keep_full_size=bool(job.overlay))
         crops = runtime.head.crops(image.pixels) if runtime.head is not None else None
