@@ -112,15 +112,16 @@ class Rows:
     @classmethod
     def of(cls, entries: Sequence[BankEntry], banks: Names, labels: Names, embedding_model: str = "", dim: int = 0) -> Rows:
         """The entries as columns; their embeddings are kept when made by `embedding_model` (of `dim` numbers)."""
-        from server.core.embedding import unpack
-
         entries = sorted(entries, key=lambda e: e.entry_id)
-        kept = [i for i, e in enumerate(entries) if embedding_model and e.embedding_model == embedding_model
-                and e.embedding is not None and len(e.embedding) == 2 * dim]
+        kept, unpacked = [], []
+        for i, e in enumerate(entries):
+            vector = _vector_of(e, embedding_model, dim)
+            if vector is not None:
+                kept.append(i)
+                unpacked.append(vector)
         vector_of = np.full(len(entries), -1, dtype=np.int64)
         vector_of[kept] = np.arange(len(kept))
-        vectors = np.stack([unpack(entries[i].embedding) for i in kept]).astype(np.float16) if kept else \
-            np.zeros((0, dim), np.float16)
+        vectors = np.stack(unpacked).astype(np.float16) if kept else np.zeros((0, dim), np.float16)
         return cls(
             codes=np.frombuffer(b"".join(e.code for e in entries), dtype=np.uint8).reshape(len(entries), HASH_BYTES).copy(),
             entry_ids=np.array([e.entry_id for e in entries], dtype=np.int64),
@@ -165,6 +166,20 @@ class Rows:
                       np.concatenate([self.vectors, other.vectors]))
         order = np.argsort(joined.entry_ids, kind="stable")
         return joined.take(order)
+
+
+def _vector_of(entry: BankEntry, embedding_model: str, dim: int) -> np.ndarray | None:
+    """The entry's vector when it is of `embedding_model` and sound; a damaged one (written to the
+    database by hand: our writers check) counts as none, so that one row cannot stop every refresh."""
+    from server.core.embedding import unpack
+    from server.core.errors import InvalidInput
+
+    if not embedding_model or entry.embedding_model != embedding_model or entry.embedding is None:
+        return None
+    try:
+        return unpack(entry.embedding, dim)
+    except InvalidInput:
+        return None
 
 
 def timestamp(seconds: float) -> datetime:

@@ -149,3 +149,17 @@ def test_vectors_travel_as_base64_of_float16():
         from_text("not base64!")
     with pytest.raises(InvalidInput, match="numbers"):
         unpack(pack(vec), dim=DIM + 1)
+
+
+def test_a_damaged_vector_in_the_database_counts_as_none_and_never_stops_a_refresh():
+    source, codes, vecs = EmbeddedSource(), random_codes(3), vectors(3)
+    source.put_embedded(1, codes[0].tobytes(), vecs[0])
+    source.put(2, codes[1].tobytes())
+    with source.lock:  # as a hand-written row would be: all zeros, and one of another length
+        source.changes[-1] = replace(source.changes[-1], embedding=b"\x00" * 2 * DIM, embedding_model=MODEL)
+    source.put(3, codes[2].tobytes())
+    with source.lock:
+        source.changes[-1] = replace(source.changes[-1], embedding=b"\x01\x3c" * 3, embedding_model=MODEL)
+    matcher = matcher_over(source)
+    assert len(matcher.snapshot) == 3 and matcher.snapshot.sizes(with_embedding=True) == {"own": 1, "partner": 0}
+    assert [m.entry_id for m in matcher.match([codes[1].tobytes()])] == [2], "PDQ still matches the entry"
