@@ -207,15 +207,18 @@ def test_a_reviewer_works_through_the_queue_and_the_export_trains(browser, tmp_p
 
 
 def test_the_page_shows_known_image_matches_and_the_image_level_box(browser, tmp_path):
-    """A v3 result with a known-image match: the match line, the head's scores beside their
-    thresholds, its heat box dashed and labelled "image-level" (not a box to edit), every label
-    apart; confirming it puts the photo's hash in the own bank."""
+    """A v3 result with known-image matches (by PDQ, and by the embedding alone): the match lines,
+    the head's scores beside their thresholds, its heat box dashed and labelled "image-level" (not a
+    box to edit), every label apart; confirming it puts the photo's hash in the own bank."""
     photo, = photos(1, SHARED)
     x1, y1, x2, y2 = photo.boxes[0]
     line = screen_line("v3-req", "VERDICT_FLAG", photo.width, photo.height, [("ivory", 0.45, photo.boxes[0])]) | {
         "decided_by": "known image",
         "matches": [{"bank": "partner-wwf", "label": "ivory", "distance": 12, "reference_id": "C-123",
-                     "added": "2026-12-01T09:30:00Z", "action": "VERDICT_FLAG", "signal": "pdq"}],
+                     "added": "2026-12-01T09:30:00Z", "action": "VERDICT_FLAG", "signal": "pdq"},
+                    {"bank": "confirmed", "label": "ivory", "distance": 97, "reference_id": "L-7",
+                     "added": "2026-12-02T10:00:00Z", "action": "VERDICT_REVIEW", "signal": "embedding",
+                     "similarity": 0.9712}],
         "image_scores": [{"label": "ivory", "class_id": 0, "score": 0.77, "verdict": "VERDICT_REVIEW",
                           "heat_box": {"x_min": x1 + 3, "y_min": y1 + 3, "x_max": x2 - 3, "y_max": y2 - 3}},
                          {"label": "tiger_parts", "class_id": 2, "score": 0.02, "verdict": "VERDICT_CLEAR",
@@ -229,9 +232,12 @@ def test_the_page_shows_known_image_matches_and_the_image_level_box(browser, tmp
         assert answer.status_code == 201, answer.text
         page = browser.new_page(viewport={"width": 1280, "height": 800})
         page.goto(service.url)
-        expect(page.locator("#matches li")).to_have_count(1)
-        assert page.locator("#matches li").inner_text().startswith(
+        expect(page.locator("#matches li")).to_have_count(2)
+        assert page.locator("#matches li").first.inner_text().startswith(
             "matches case C-123 in bank partner-wwf, distance 12 (added 2026-12-01)")
+        cropped = page.locator("#matches li").nth(1).inner_text()  # a crop PDQ missed: its similarity, not 97 bits
+        assert cropped.startswith("matches case L-7 in bank confirmed, similarity 0.97 (added 2026-12-02)"), cropped
+        assert "embedding" in cropped
         assert page.locator("#screen-decided-by").inner_text() == "known image"
         scores = page.locator("#image-scores").inner_text()
         assert "ivory 0.77 review 0.50 / flag 0.90" in scores and "tiger_parts 0.02 review 0.60 / flag -" in scores
