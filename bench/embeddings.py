@@ -132,17 +132,10 @@ def near_copies(vectors: np.ndarray, threshold: float, rng: np.random.Generator)
 
 
 def ivf_in_chunks(model: GaussianModel, size: int, rng: np.random.Generator, keep: np.ndarray):
-    """vector_index.build's IVF (same cells, float16 codes, nprobe) over `keep` then synthetic vectors
+    """The served IVF (vector_index.trained_ivf, sized for `size`) over `keep` then synthetic vectors
     to `size`, a million at a time, generated as they are added (10M synthetic vectors are never held at once)."""
-    import faiss
-
-    dim = model.dim
-    quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFScalarQuantizer(quantizer, dim, vector_index.cells_for(size), faiss.ScalarQuantizer.QT_fp16,
-                                          faiss.METRIC_INNER_PRODUCT)
     first = np.concatenate([keep, model.sample(min(size, 1_000_000) - len(keep), rng)])
-    index.train(first[np.random.default_rng(0).permutation(len(first))[:vector_index.TRAIN_SAMPLE]])
-    index.nprobe = vector_index.NPROBE
+    index = vector_index.trained_ivf(first, size)
     index.add(stored(first))
     for chunk in model.chunks(size - len(first), rng, 1_000_000):
         index.add(stored(chunk))

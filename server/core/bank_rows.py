@@ -16,6 +16,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from server.core.embedding import unpack
+from server.core.errors import InvalidInput
 from server.core.pdq import HASH_BYTES
 
 NEVER = np.inf
@@ -171,9 +173,6 @@ class Rows:
 def _vector_of(entry: BankEntry, embedding_model: str, dim: int) -> np.ndarray | None:
     """The entry's vector when it is of `embedding_model` and sound; a damaged one (written to the
     database by hand: our writers check) counts as none, so that one row cannot stop every refresh."""
-    from server.core.embedding import unpack
-    from server.core.errors import InvalidInput
-
     if not embedding_model or entry.embedding_model != embedding_model or entry.embedding is None:
         return None
     try:

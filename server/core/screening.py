@@ -195,9 +195,8 @@ class Screener:
 
     def _match_both(self, hashes: PdqDihedral, embedding: ImageEmbedding | None) -> tuple[Match, ...]:
         """Both signals at once, once the head has pooled the image's features."""
-        if embedding is None:
-            return tuple(self.matcher.match(hashes.as_array(), hashes.quality))
-        return tuple(self.matcher.match(hashes.as_array(), hashes.quality, embedding.vector, embedding.model))
+        vector, model = (embedding.vector, embedding.model) if embedding is not None else (None, "")
+        return tuple(self.matcher.match(hashes.as_array(), hashes.quality, vector, model))
 
     @staticmethod
     def _render_overlay(image: DecodedImage, manifest: ModelManifest, rule: DecisionRule, decision: Decision, fmt: str,

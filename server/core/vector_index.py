@@ -49,16 +49,26 @@ def build(vectors: np.ndarray, kind: str | None = None):
     if kind == FLAT:
         index = faiss.IndexFlatIP(dim)
     elif kind == IVF:
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFScalarQuantizer(quantizer, dim, cells_for(len(vectors)), faiss.ScalarQuantizer.QT_fp16,
-                                              faiss.METRIC_INNER_PRODUCT)
-        sample = vectors[np.random.default_rng(0).permutation(len(vectors))[:TRAIN_SAMPLE]]
-        index.train(np.ascontiguousarray(sample, dtype=np.float32))
-        index.nprobe = NPROBE
+        index = trained_ivf(vectors, len(vectors))
     else:
         raise ValueError(f"vector index kind is one of {', '.join(KINDS)}, not {kind!r}")
     for start in range(0, len(vectors), ADD_CHUNK):
         index.add(np.ascontiguousarray(vectors[start:start + ADD_CHUNK], dtype=np.float32))
+    return index
+
+
+def trained_ivf(vectors: np.ndarray, entries: int):
+    """The IVF index for a bank of `entries` vectors, its cells trained on a sample of `vectors`,
+    empty: `build` fills it, and a benchmark that generates its vectors adds them a chunk at a time."""
+    import faiss
+
+    dim = vectors.shape[1]
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFScalarQuantizer(quantizer, dim, cells_for(entries), faiss.ScalarQuantizer.QT_fp16,
+                                          faiss.METRIC_INNER_PRODUCT)
+    sample = vectors[np.random.default_rng(0).permutation(len(vectors))[:TRAIN_SAMPLE]]
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    index.nprobe = NPROBE
     return index
 
 

@@ -44,9 +44,10 @@ from training.imagelevel.cache import CorruptFeatureCache, FeatureCache
 from training.imagelevel.dataset import load_phashes, load_roles
 from training.imagelevel.features import read_keyed_table
 from training.imagelevel.sources import shared_data
+from training.phash import DEFAULT_MAX_DISTANCE, hamming
 
-NEAR_DUPLICATE_BITS = 6
-"""pHash bits within which two photos are the same photo (as the roles' near-duplicate rule)."""
+NEAR_DUPLICATE_BITS = DEFAULT_MAX_DISTANCE
+"""pHash bits within which two photos are the same photo (the roles' near-duplicate rule)."""
 CLOSEST_SHOWN = 12
 
 
@@ -74,7 +75,7 @@ def unrelated_pairs(vectors: np.ndarray, groups: np.ndarray | None, phashes: np.
         rows = np.arange(start, min(n, start + block))
         sims = vectors[rows] @ vectors.T
         related = (group_ids[rows, None] == group_ids[None, :]) | (np.arange(n)[None, :] <= rows[:, None])
-        related |= _popcount(phashes[rows, None] ^ phashes[None, :]) <= NEAR_DUPLICATE_BITS
+        related |= hamming(phashes[rows], phashes) <= NEAR_DUPLICATE_BITS
         pairs += int((~related).sum())
         sims[related] = -np.inf
         flat = sims.ravel()
@@ -94,17 +95,6 @@ def threshold_for(top_similarities: np.ndarray, pairs: int, rate: float) -> tupl
         raise ValueError(f"keep more than {allowed} closest pairs to set a threshold at {rate:g} over {pairs:,} pairs")
     threshold = float(np.nextafter(np.float32(top_similarities[allowed]), np.float32(2)))
     return threshold, int((top_similarities >= threshold).sum())
-
-
-def _popcount(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.uint64)
-    count = np.zeros(x.shape, np.uint8)
-    for shift in range(0, 64, 8):
-        count += _BYTE_BITS[((x >> np.uint64(shift)) & np.uint64(0xFF)).astype(np.uint8)]
-    return count
-
-
-_BYTE_BITS = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
 def fit(run: Path, backbone: str, dim: int, rate: float, shared: Path | None, out: Path, progress: bool = True,
